@@ -1,0 +1,239 @@
+/*
+ * emb.h - libembd's public API: errors, the store, search, and the writer.
+ *
+ * libembd knows nothing of HTTP, JSON parsing, threads or event loops: the CLI, the server and
+ * the tests all call the same functions. Kernels live in emb_kernels.h, input readers in
+ * emb_reader.h, the on-disk layout in emb_format.h.
+ *
+ * Conventions: functions return 0 (or a count) on success and a negative code on failure, a
+ * negated errno for system errors or an EMB_E* code below. Functions that can fail for a reason
+ * worth telling a human take a caller-owned emb_error and write a sentence into it naming the
+ * check that failed. Out-parameters are written last, only on success.
+ */
+#ifndef EMB_H
+#define EMB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "emb_format.h"
+
+#define EMB_VERSION_STRING "0.1.0"
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+enum {
+    EMB_ECORRUPT = -10001,   /* a store or input file fails a structural check */
+    EMB_EVERSION = -10002,   /* unknown store format version */
+    EMB_EBYTEORDER = -10003, /* store written with a foreign byte order */
+    EMB_ECHECKSUM = -10004,  /* a checksum does not match */
+    EMB_ETRUNCATED = -10005, /* file shorter than its header says */
+    EMB_EFORMAT = -10006,    /* input file is not in the expected format */
+    EMB_EUNSUPPORTED = -10007, /* valid input we do not handle (dtype, layout) */
+    EMB_EINVAL = -10008,     /* bad argument */
+    EMB_ENOTFOUND = -10009,  /* no such id, key or tensor */
+    EMB_ERANGE = -10010,     /* value out of range (dim, k, id) */
+    EMB_ENOMEM = -10011,     /* allocation failed */
+};
+
+typedef struct emb_error {
+    int code;       /* last error code, 0 when none */
+    char msg[512];  /* a sentence naming the failed check, offsets included */
+} emb_error;
+
+/* Returns a static, human-readable name for an error code (EMB_E* or negated errno). */
+const char *emb_strerror(int code);
+
+/* Records code and a printf-style message in err (which may be NULL); returns code. */
+int emb_error_set(emb_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- metrics --------------------------------------------------------------------------- */
+
+typedef enum emb_metric {
+    EMB_METRIC_COS = 0, /* cosine similarity, higher is better */
+    EMB_METRIC_DOT = 1, /* inner product, higher is better */
+    EMB_METRIC_L2 = 2,  /* Euclidean distance, lower is better */
+} emb_metric;
+
+const char *emb_metric_name(emb_metric m);
+/* Parses "cos", "dot" or "l2"; returns 0 or EMB_EINVAL. */
+int emb_metric_parse(const char *s, emb_metric *out);
+
+/* ---- checksums ------------------------------------------------------------------------- */
+
+/* CRC-32C (Castagnoli), reflected, init and final xor 0xFFFFFFFF. Chain by passing the
+ * previous result as crc (start with 0). */
+uint32_t emb_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* ---- the store ------------------------------------------------------------------------- */
+
+typedef struct emb_store {
+    /* Read-only after emb_store_open; borrowed pointers into the mapping. */
+    const emb_header *header;
+    const emb_section *sections;
+    uint64_t rows;
+    uint32_t dim;
+    uint32_t codecs;   /* EMB_CODEC_* bits */
+    emb_metric metric; /* default metric */
+    uint32_t flags;
+    size_t stride_f32, stride_f16, stride_q1; /* bytes per row, 0 when the codec is absent */
+    uint32_t q1_blocks; /* Q1_0 blocks per row */
+    const uint8_t *rows_f32, *rows_f16, *rows_q1; /* NULL when absent */
+    const float *norms;
+    const char *meta; /* not NUL-terminated */
+    size_t meta_len;
+    const uint64_t *key_offs;
+    const uint8_t *key_blob;
+    uint64_t key_blob_len;
+    const emb_hash_header *key_hash;
+    const uint64_t *key_slots;
+    uint32_t checksum; /* identifies the content: the header CRC, which covers every section CRC */
+    /* Private. */
+    void *_map;
+    size_t _map_len;
+} emb_store;
+
+/* Maps path read-only and validates the header and every section bound without reading the
+ * rows: open time does not grow with the file. On success *out is a new store owned by the
+ * caller (free with emb_store_close). Errors: negated errno from open/fstat/mmap; EMB_ETRUNCATED,
+ * EMB_ECORRUPT, EMB_EVERSION, EMB_EBYTEORDER, EMB_ECHECKSUM (header CRC), EMB_ENOMEM. */
+int emb_store_open(emb_store **out, const char *path, emb_error *err);
+
+/* Validates a store image already in memory (used by emb_store_open and the fuzzers); fills
+ * *s with borrowed pointers into buf. Same errors as emb_store_open. */
+int emb_store_parse(emb_store *s, const void *buf, size_t len, emb_error *err);
+
+/* Unmaps and frees. Accepts NULL. */
+void emb_store_close(emb_store *s);
+
+/* Reads every section, checks each CRC, the key offsets, the key index and the padding.
+ * Returns 0 when sound, else the first failure (EMB_ECHECKSUM or EMB_ECORRUPT) described in err. */
+int emb_store_verify(const emb_store *s, emb_error *err);
+
+/* Best available codec for exact answers: F32 if present, else F16, else Q1. */
+uint32_t emb_store_primary_codec(const emb_store *s);
+
+/* Decodes row id into out[dim] from the primary codec. Returns 0 or EMB_ERANGE. */
+int emb_store_row(const emb_store *s, uint64_t id, float *out);
+
+/* Borrowed view of row id's key (not NUL-terminated). Returns 0, EMB_ENOTFOUND when the store
+ * has no keys, EMB_ERANGE for a bad id, EMB_ECORRUPT when the offsets are damaged. */
+int emb_store_key(const emb_store *s, uint64_t id, const char **key, size_t *len);
+
+/* Finds the row of key. Returns 0 and *id, EMB_ENOTFOUND, or EMB_ECORRUPT. Reads O(1) slots. */
+int emb_store_find(const emb_store *s, const char *key, size_t len, uint64_t *id);
+
+/* The 64-bit hash the key index uses. */
+uint64_t emb_key_hash(const void *key, size_t len, uint32_t seed);
+
+/* Section kind name ("rows_f16", ...) for messages; "unknown" otherwise. */
+const char *emb_section_name(uint32_t kind);
+
+/* ---- top-k ----------------------------------------------------------------------------- */
+
+typedef struct emb_hit {
+    float score; /* higher is better inside the heap (l2 is stored negated) */
+    uint32_t _pad;
+    uint64_t id;
+} emb_hit;
+
+/* A bounded min-heap of the best k hits seen. The caller owns hits[k]; nothing allocates. Ties
+ * on score keep the lower id. */
+typedef struct emb_topk {
+    emb_hit *hits;
+    uint32_t k, n;
+} emb_topk;
+
+void emb_topk_init(emb_topk *t, emb_hit *buf, uint32_t k);
+void emb_topk_push(emb_topk *t, float score, uint64_t id);
+/* Merges src into dst (both heaps). */
+void emb_topk_merge(emb_topk *dst, const emb_topk *src);
+/* Sorts the held hits best first (ties: lower id first); returns the count. The heap is no
+ * longer a heap afterwards: re-init before pushing again. */
+uint32_t emb_topk_sort(emb_topk *t);
+
+/* ---- search ---------------------------------------------------------------------------- */
+
+#define EMB_MAX_K 1000u
+#define EMB_MAX_OVERSAMPLE 100u
+
+typedef struct emb_search_params {
+    emb_metric metric;
+    uint32_t k;            /* 1..EMB_MAX_K */
+    uint32_t oversample;   /* two-stage: keep k * oversample q1 candidates; 0 = store default */
+    int exact;             /* skip the q1 stage even when the store has f16 or f32 */
+    int codec;             /* 0 = automatic; else force one EMB_CODEC_* (for evaluation) */
+    const uint64_t *exclude; /* ids never returned (a query by id excludes itself) */
+    uint32_t n_exclude;
+} emb_search_params;
+
+/* Per-thread scratch for searches: preallocated once, so no query allocates. */
+typedef struct emb_scratch emb_scratch;
+
+/* Allocates scratch for queries of dim values with k * oversample up to max_candidates. */
+emb_scratch *emb_scratch_new(uint32_t dim, uint32_t max_candidates);
+void emb_scratch_free(emb_scratch *sc);
+
+/* Exact or two-stage nearest-neighbour search for one query of s->dim floats. Writes up to
+ * p->k hits best first into out (scores as the metric reports them: l2 is a distance) and
+ * returns their count, or EMB_ERANGE / EMB_EINVAL. Automatic codec choice: f16+q1 (or f32+q1)
+ * stores scan q1 and rescore k * oversample candidates exactly unless p->exact; otherwise the
+ * primary codec is scanned. */
+int emb_search(const emb_store *s, const float *query, const emb_search_params *p,
+               emb_scratch *sc, emb_hit *out);
+
+/* Default oversampling factor recorded by embd pack in the metadata ("oversample_default"),
+ * or fallback when absent. */
+uint32_t emb_store_default_oversample(const emb_store *s, uint32_t fallback);
+
+/* ---- writer ---------------------------------------------------------------------------- */
+
+typedef struct emb_writer emb_writer;
+
+typedef struct emb_writer_opts {
+    uint32_t dim;
+    uint32_t codecs;   /* EMB_CODEC_* bits, at least one */
+    emb_metric metric; /* default metric recorded in the header */
+    int keys;          /* every row will come with a key */
+    int normalized;    /* rows were L2-normalised (recorded as a flag) */
+} emb_writer_opts;
+
+/* Creates "<path>.tmp.<pid>" next to path and prepares to stream rows into it. Rows are staged
+ * in per-section temporary files so memory stays bounded by one row. Errors: negated errno,
+ * EMB_EINVAL, EMB_ERANGE (dim). */
+int emb_writer_open(emb_writer **out, const char *path, const emb_writer_opts *o, emb_error *err);
+
+/* Appends one row. vec holds dim floats (used for f32/f16/q1 encoding and the norm); q1, when
+ * non-NULL, holds the row's Q1_0 blocks to copy bit-exact instead of re-encoding. key (len
+ * bytes) is required when opts.keys. */
+int emb_writer_add(emb_writer *w, const float *vec, const uint8_t *q1, const char *key,
+                   size_t len, emb_error *err);
+
+/* Rows added so far. */
+uint64_t emb_writer_rows(const emb_writer *w);
+
+/* Assembles the final file: sections, key index, metadata (meta, meta_len bytes of JSON text),
+ * header; fsyncs and renames over path, then fsyncs the directory. Frees w in every case. */
+int emb_writer_finish(emb_writer *w, const char *meta, size_t meta_len, emb_error *err);
+
+/* Removes the temporary files and frees w. Accepts NULL. */
+void emb_writer_abort(emb_writer *w);
+
+/* ---- Q1_0 ------------------------------------------------------------------------------ */
+
+/* Blocks per row of dim values: ceil(dim / 128). */
+static inline uint32_t emb_q1_blocks(uint32_t dim) { return (dim + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP; }
+
+/* Encodes dim floats as GGML Q1_0 blocks: per group d = mean |x| over the values present (the
+ * last group of a dim that is not a multiple of 128 averages only its dim % 128 values), bit j
+ * = x_j >= 0, LSB first; bits past dim are 0. Writes emb_q1_blocks(dim) * 18 bytes. */
+void emb_q1_encode(const float *x, uint32_t dim, uint8_t *out);
+
+/* Decodes blocks to dim floats (+d or -d). */
+void emb_q1_decode(const uint8_t *blocks, uint32_t dim, float *out);
+
+/* Squared L2 norm of a Q1_0 row: sum over blocks of d^2 * (values in the block). */
+float emb_q1_norm2(const uint8_t *blocks, uint32_t dim);
+
+#endif
