@@ -164,7 +164,7 @@ typedef struct emb_search_params {
     uint32_t oversample;   /* two-stage: keep k * oversample q1 candidates; 0 = store default */
     int exact;             /* skip the q1 stage even when the store has f16 or f32 */
     int codec;             /* 0 = automatic; else force one EMB_CODEC_* (for evaluation) */
-    const uint64_t *exclude; /* ids never returned (a query by id excludes itself) */
+    const uint64_t *exclude; /* sorted ascending: ids never returned (a query by id excludes itself) */
     uint32_t n_exclude;
 } emb_search_params;
 
@@ -219,6 +219,31 @@ int emb_writer_finish(emb_writer *w, const char *meta, size_t meta_len, emb_erro
 
 /* Removes the temporary files and frees w. Accepts NULL. */
 void emb_writer_abort(emb_writer *w);
+
+/* How faithfully one codec stores the rows added so far: the cosine between each original row
+ * and its decoded copy (1 for a zero row stored as zero). */
+typedef struct emb_fidelity {
+    uint64_t rows;
+    double mean_cos;
+    double min_cos;
+    uint64_t worst_row; /* the row with min_cos */
+} emb_fidelity;
+
+/* Fills *out for codec (one of the writer's). Returns 0 or EMB_EINVAL. */
+int emb_writer_fidelity(const emb_writer *w, uint32_t codec, emb_fidelity *out);
+
+/* Builds the key index from the keys added so far (finish does it when not done yet); after
+ * it, no more rows may be added. Returns 0 or an error. */
+int emb_writer_index_keys(emb_writer *w, emb_error *err);
+
+/* Keys seen again after their first row, counted by emb_writer_index_keys: the index maps a
+ * key to its first row; later rows with the same key stay reachable by id. */
+uint64_t emb_writer_duplicate_keys(const emb_writer *w);
+
+/* Fills *view with a read-only store over the rows added so far (rows, norms; no keys, no
+ * metadata, header NULL), so pack can measure search quality before the file is final. The
+ * view is valid until the next emb_writer_add, _finish or _abort. */
+int emb_writer_view(emb_writer *w, emb_store *view, emb_error *err);
 
 /* ---- Q1_0 ------------------------------------------------------------------------------ */
 

@@ -1,0 +1,17 @@
+/*
+ * jsonutil.h - small jansson helpers shared by the CLI commands (and later the server).
+ */
+#ifndef SRV_JSONUTIL_H
+#define SRV_JSONUTIL_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+/* A new JSON string from len raw bytes; bytes that are not valid UTF-8 become U+FFFD (jansson
+ * refuses invalid UTF-8). Returns NULL only when out of memory. */
+json_t *srv_json_bytes(const char *s, size_t len);
+
+/* A new JSON number for a float, or null when it is not finite (jansson cannot hold those). */
+json_t *srv_json_real(double v);
+
+#endif
