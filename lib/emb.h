@@ -41,6 +41,9 @@ typedef struct emb_error {
     char msg[512];  /* a sentence naming the failed check, offsets included */
 } emb_error;
 
+/* Prepends "prefix: " to err's message (truncating the end if needed). Accepts NULL err. */
+void emb_error_prefix(emb_error *err, const char *prefix);
+
 /* Returns a static, human-readable name for an error code (EMB_E* or negated errno). */
 const char *emb_strerror(int code);
 

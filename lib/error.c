@@ -41,6 +41,25 @@ int emb_error_set(emb_error *err, int code, const char *fmt, ...)
     return code;
 }
 
+void emb_error_prefix(emb_error *err, const char *prefix)
+{
+    if (!err)
+        return;
+    char tmp[sizeof err->msg];
+    size_t n = strlen(prefix);
+    if (n > sizeof tmp - 3)
+        n = sizeof tmp - 3;
+    memcpy(tmp, prefix, n);
+    tmp[n++] = ':';
+    tmp[n++] = ' ';
+    size_t rest = strnlen(err->msg, sizeof err->msg);
+    if (rest > sizeof tmp - 1 - n)
+        rest = sizeof tmp - 1 - n;
+    memcpy(tmp + n, err->msg, rest);
+    tmp[n + rest] = 0;
+    memcpy(err->msg, tmp, sizeof tmp);
+}
+
 const char *emb_metric_name(emb_metric m)
 {
     switch (m) {

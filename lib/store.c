@@ -203,7 +203,7 @@ int emb_store_parse(emb_store *s, const void *buf, size_t len, emb_error *err)
                                  "section %s: [%llu, +%llu) runs past the end of the file (%zu)",
                                  name, (unsigned long long)e.offset,
                                  (unsigned long long)e.length, len);
-        uint64_t want;
+        uint64_t want = 0;
         int rc = expected_length(s, e.kind, &want, err);
         if (rc)
             return rc;
@@ -321,11 +321,7 @@ int emb_store_open(emb_store **out, const char *path, emb_error *err)
     }
     rc = emb_store_parse(s, map, len, err);
     if (rc) {
-        if (err) {
-            char tmp[sizeof err->msg];
-            snprintf(tmp, sizeof tmp, "%s: %s", path, err->msg);
-            memcpy(err->msg, tmp, sizeof tmp);
-        }
+        emb_error_prefix(err, path);
         goto fail_parse;
     }
     s->_map = map;

@@ -180,11 +180,8 @@ int cmd_verify(int argc, char **argv)
     emb_store *s = NULL;
     emb_error err = {0};
     rc = emb_store_open(&s, path, &err);
-    if (rc == 0 && (rc = emb_store_verify(s, &err)) != 0) {
-        char tmp[sizeof err.msg];
-        snprintf(tmp, sizeof tmp, "%s: %s", path, err.msg);
-        memcpy(err.msg, tmp, sizeof tmp);
-    }
+    if (rc == 0 && (rc = emb_store_verify(s, &err)) != 0)
+        emb_error_prefix(&err, path);
     if (json) {
         json_t *o = json_pack("{s:s, s:b}", "file", path, "ok", rc == 0);
         if (rc)
