@@ -1,0 +1,167 @@
+/*
+ * kernels_scalar.c - the plain serial kernels: the fallback on any CPU and, above all, the oracle
+ * every SIMD kernel is tested against.
+ *
+ * Oracles favour accuracy over speed: products of two floats are exact in double, so the dot
+ * products and squared distances accumulate in double and round once at the end. The half
+ * conversions are bit manipulation, not a cast through _Float16, so they mean the same thing on
+ * every compiler and target, and they match what F16C (vcvtps2ph / vcvtph2ps) produces bit for
+ * bit, NaN payloads included: a NaN keeps its sign and top payload bits and comes out quiet.
+ *
+ * Rejected: Kahan summation in float (double is simpler and at least as exact for n <= 65536),
+ * and a half-conversion lookup table (64 KiB of cache for no measurable gain on this path).
+ */
+#include <string.h>
+
+#include "emb_format.h"
+#include "emb_kernels.h"
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* IEEE binary32 -> binary16, round to nearest, ties to even. Values at or above 65520 (halfway
+ * between the largest half, 65504, and 2^16) become infinity; a NaN keeps its sign and the top
+ * ten payload bits and is made quiet (as vcvtps2ph does); subnormal halves are rounded exactly. */
+uint16_t emb_f32_to_f16(float f)
+{
+    const uint32_t x = f32_bits(f);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    const uint32_t ax = x & 0x7fffffffu;
+
+    if (ax >= 0x7f800000u) { /* infinity or NaN */
+        if (ax == 0x7f800000u)
+            return sign | 0x7c00u;
+        return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));
+    }
+    if (ax >= 0x477ff000u) /* >= 65520: rounds past the largest finite half */
+        return sign | 0x7c00u;
+    if (ax >= 0x38800000u) { /* >= 2^-14: a normal half */
+        /* Rebias the exponent (127 -> 15), then round the 13 dropped bits to nearest even. A
+         * carry out of the mantissa correctly bumps the exponent. */
+        uint32_t m = ax - 0x38000000u;
+        m += 0x0fffu + ((m >> 13) & 1u);
+        return (uint16_t)(sign | (m >> 13));
+    }
+    if (ax <= 0x33000000u) /* <= 2^-25: rounds to zero (2^-25 itself ties to the even 0) */
+        return sign;
+    /* A subnormal half counts units of 2^-24: value = mant * 2^(e - 150) = mant >> (126 - e)
+     * units, with e in [102, 112] so the shift is in [14, 24]. Rounding up from the largest
+     * subnormal yields 0x400, the smallest normal, which is the right encoding. */
+    const uint32_t e = ax >> 23;
+    const uint32_t mant = (ax & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126u - e;
+    uint32_t r = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1u);
+    const uint32_t half = 1u << (shift - 1u);
+    if (rem > half || (rem == half && (r & 1u)))
+        r++;
+    return (uint16_t)(sign | r);
+}
+
+/* IEEE binary16 -> binary32, exact. A NaN keeps its sign and payload and is made quiet (as
+ * vcvtph2ps does). */
+float emb_f16_to_f32(uint16_t h)
+{
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    const uint32_t e = (h >> 10) & 0x1fu;
+    const uint32_t m = h & 0x3ffu;
+
+    if (e == 0x1f)
+        return bits_f32(sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0u));
+    if (e == 0) {
+        /* Zero or subnormal: m units of 2^-24, exact in float. */
+        const float v = (float)m * 0x1p-24f;
+        return bits_f32(sign | f32_bits(v));
+    }
+    return bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+/* bfloat16 is the top half of a binary32: exact, NaNs passed through untouched. */
+float emb_bf16_to_f32(uint16_t h)
+{
+    return bits_f32((uint32_t)h << 16);
+}
+
+/* Sum of a[i] * b[i]; exact products accumulated in double, rounded once. */
+float emb_dot_f32_scalar(const float *a, const float *b, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)a[i] * (double)b[i];
+    return (float)s;
+}
+
+/* Sum of (a[i] - b[i])^2 in double. */
+float emb_l2sq_f32_scalar(const float *a, const float *b, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = (double)a[i] - (double)b[i];
+        s += d * d;
+    }
+    return (float)s;
+}
+
+/* Sum of half(row[i]) * q[i] in double; the halves widen exactly. */
+float emb_dot_f16_scalar(const uint16_t *row, const float *q, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)emb_f16_to_f32(row[i]) * (double)q[i];
+    return (float)s;
+}
+
+/* Sum of (half(row[i]) - q[i])^2 in double. */
+float emb_l2sq_f16_scalar(const uint16_t *row, const float *q, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = (double)emb_f16_to_f32(row[i]) - (double)q[i];
+        s += d * d;
+    }
+    return (float)s;
+}
+
+/* Q1_0 row against an f32 query: sum over blocks of d_b * sum_j (bit_j ? q_j : -q_j). Reads
+ * exactly q[0..n) and the ceil(n / 128) blocks; sign bits past n are ignored. */
+float emb_dot_q1_scalar(const uint8_t *blocks, const float *q, size_t n)
+{
+    double total = 0.0;
+    for (size_t j0 = 0; j0 < n; j0 += EMB_Q1_GROUP, blocks += EMB_Q1_BLOCK) {
+        const uint16_t dh = (uint16_t)(blocks[0] | (blocks[1] << 8));
+        const uint8_t *qs = blocks + 2;
+        const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+        double s = 0.0;
+        for (size_t j = 0; j < cnt; j++) {
+            /* Negate by flipping the sign bit when the value's bit is 0: random signs would
+             * defeat the branch predictor of a conditional. */
+            const uint32_t neg = (~(uint32_t)qs[j >> 3] >> (j & 7) & 1u) << 31;
+            s += (double)bits_f32(f32_bits(q[j0 + j]) ^ neg);
+        }
+        total += (double)emb_f16_to_f32(dh) * s;
+    }
+    return (float)total;
+}
+
+void emb_f16_to_f32_scalar(const uint16_t *in, float *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = emb_f16_to_f32(in[i]);
+}
+
+void emb_f32_to_f16_scalar(const float *in, uint16_t *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = emb_f32_to_f16(in[i]);
+}

@@ -1,0 +1,545 @@
+/*
+ * test_kernels.c - every SIMD level this machine has against the scalar oracle, the half
+ * conversions bit for bit, and the dispatcher.
+ *
+ * Inputs are placed so that their last byte is the last byte before a PROT_NONE page: a kernel
+ * that reads one value past n (row or query) dies with SIGSEGV instead of passing by luck. The
+ * placement also makes most inputs unaligned to the vector width.
+ */
+#include <criterion/criterion.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+#include "emb.h"
+#include "emb_kernels.h"
+#include "helpers.h"
+
+/* Tolerances are relative to the sum of the magnitudes of the terms (sum |a_i * b_i|, or the
+ * result itself for squared distances), the quantity float rounding error scales with; the
+ * oracle is double, so the whole difference is the kernel's float accumulation.
+ *
+ * f32: products are fused (exact) and each lane of each accumulator adds at most
+ * n / (lanes * accumulators) + 5 terms (n <= 1000, >= 8 lanes: fewer than 130 roundings of
+ * u = 2^-24 each in the worst case, 8e-6); 1e-5 sits above that bound, far below a wrong lane. */
+#define TOL_F32 1e-5
+/* f16: halves widen to float exactly, so the f32 bound applies unchanged. */
+#define TOL_F16 1e-5
+/* q1: the sign flips are exact, but a block's sum is rounded before it meets d and the product
+ * is rounded again into the accumulator: two more roundings per block than f32. */
+#define TOL_Q1 2e-5
+
+static const size_t test_ns[] = {0,   1,   2,   3,   7,   8,   9,   15,   16,   17,  31,
+                                 32,  33,  63,  64,  65,  127, 128, 129,  191,  200, 255,
+                                 256, 257, 300, 384, 511, 513, 768, 1000, 1024, 1031};
+#define N_NS (sizeof test_ns / sizeof test_ns[0])
+
+/* ---- guarded buffers ------------------------------------------------------------------- */
+
+typedef struct guarded {
+    void *map;
+    size_t len;
+} guarded;
+
+/* Returns bytes of writable memory ending exactly at a PROT_NONE page. */
+static void *guard_alloc(guarded *g, size_t bytes)
+{
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t body = bytes ? (bytes + page - 1) / page * page : page;
+    g->len = body + page;
+    g->map = mmap(NULL, g->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert(g->map != MAP_FAILED, "mmap of %zu bytes", g->len);
+    cr_assert(mprotect((uint8_t *)g->map + body, page, PROT_NONE) == 0);
+    return (uint8_t *)g->map + body - bytes;
+}
+
+static void guard_free(guarded *g)
+{
+    munmap(g->map, g->len);
+}
+
+/* ---- helpers --------------------------------------------------------------------------- */
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Collects the levels this machine offers; returns their count (scalar always included). */
+static size_t levels(const emb_kernels **out)
+{
+    size_t n = 0;
+    for (int l = EMB_SIMD_SCALAR; l <= EMB_SIMD_NEON; l++) {
+        const emb_kernels *k = emb_kernels_for((emb_simd)l);
+        if (k) {
+            cr_assert_eq(k->level, (emb_simd)l);
+            out[n++] = k;
+        }
+    }
+    return n;
+}
+
+static void check_close(const char *what, const char *level, size_t n, float got, float want,
+                        double mag, double tol)
+{
+    const double err = fabs((double)got - (double)want);
+    cr_assert(err <= tol * mag + FLT_MIN,
+              "%s[%s] n=%zu: got %.9g want %.9g (|err| %.3g > %.3g * %.6g)", what, level, n,
+              (double)got, (double)want, err, tol, mag);
+}
+
+/* ---- the levels exist ------------------------------------------------------------------ */
+
+Test(kernels, levels_match_cpu)
+{
+    cr_assert_not_null(emb_kernels_for(EMB_SIMD_SCALAR));
+    cr_assert_str_eq(emb_kernels_for(EMB_SIMD_SCALAR)->name, "scalar");
+#if defined(__x86_64__)
+    unsigned eax, ebx, ecx, edx;
+    __builtin_cpu_init();
+    const int f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    const int avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    cr_assert_eq(emb_kernels_for(EMB_SIMD_AVX2) != NULL, avx2);
+    cr_assert_eq(emb_kernels_for(EMB_SIMD_AVX512) != NULL, avx512);
+    if (avx2)
+        cr_assert_str_eq(emb_kernels_for(EMB_SIMD_AVX2)->name, "avx2");
+    if (avx512)
+        cr_assert_str_eq(emb_kernels_for(EMB_SIMD_AVX512)->name, "avx512");
+    cr_assert_null(emb_kernels_for(EMB_SIMD_NEON));
+#endif
+}
+
+/* ---- scoring kernels against the oracle ------------------------------------------------ */
+
+Test(kernels, scalar_hand_values)
+{
+    const float a[3] = {1.0f, 2.0f, 3.0f}, b[3] = {4.0f, -5.0f, 6.0f};
+    uint16_t h[3];
+    emb_f32_to_f16_scalar(a, h, 3);
+    cr_assert_eq(emb_dot_f32_scalar(a, b, 3), 12.0f);
+    cr_assert_eq(emb_l2sq_f32_scalar(a, b, 3), 9.0f + 49.0f + 9.0f);
+    cr_assert_eq(emb_dot_f16_scalar(h, b, 3), 12.0f);
+    cr_assert_eq(emb_l2sq_f16_scalar(h, b, 3), 67.0f);
+    cr_assert_eq(emb_dot_f32_scalar(a, b, 0), 0.0f);
+}
+
+Test(kernels, f32_all_levels_match_scalar)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    uint64_t seed = 0x5eed0001;
+    for (size_t t = 0; t < N_NS; t++) {
+        for (int rep = 0; rep < 3; rep++) {
+            const size_t n = test_ns[t];
+            guarded ga, gb;
+            float *a = guard_alloc(&ga, n * sizeof *a), *b = guard_alloc(&gb, n * sizeof *b);
+            th_rand_vec(&seed, a, n);
+            th_rand_vec(&seed, b, n);
+            double mag = 0.0;
+            for (size_t i = 0; i < n; i++)
+                mag += fabs((double)a[i] * b[i]);
+            const float dot = emb_dot_f32_scalar(a, b, n), l2 = emb_l2sq_f32_scalar(a, b, n);
+            for (size_t l = 0; l < nl; l++) {
+                check_close("dot_f32", lv[l]->name, n, lv[l]->dot_f32(a, b, n), dot, mag, TOL_F32);
+                check_close("l2sq_f32", lv[l]->name, n, lv[l]->l2sq_f32(a, b, n), l2, l2, TOL_F32);
+            }
+            guard_free(&ga);
+            guard_free(&gb);
+        }
+    }
+}
+
+Test(kernels, f16_all_levels_match_scalar)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    uint64_t seed = 0x5eed0002;
+    for (size_t t = 0; t < N_NS; t++) {
+        for (int rep = 0; rep < 3; rep++) {
+            const size_t n = test_ns[t];
+            guarded gr, gq;
+            uint16_t *row = guard_alloc(&gr, n * sizeof *row);
+            float *q = guard_alloc(&gq, n * sizeof *q);
+            float *x = malloc((n + 1) * sizeof *x);
+            th_rand_vec(&seed, x, n);
+            th_rand_vec(&seed, q, n);
+            emb_f32_to_f16_scalar(x, row, n);
+            double mag = 0.0;
+            for (size_t i = 0; i < n; i++)
+                mag += fabs((double)emb_f16_to_f32(row[i]) * q[i]);
+            const float dot = emb_dot_f16_scalar(row, q, n), l2 = emb_l2sq_f16_scalar(row, q, n);
+            for (size_t l = 0; l < nl; l++) {
+                check_close("dot_f16", lv[l]->name, n, lv[l]->dot_f16(row, q, n), dot, mag,
+                            TOL_F16);
+                check_close("l2sq_f16", lv[l]->name, n, lv[l]->l2sq_f16(row, q, n), l2, l2,
+                            TOL_F16);
+            }
+            free(x);
+            guard_free(&gr);
+            guard_free(&gq);
+        }
+    }
+}
+
+Test(kernels, q1_all_levels_match_scalar)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    uint64_t seed = 0x5eed0003;
+    for (size_t t = 0; t < N_NS; t++) {
+        for (int rep = 0; rep < 3; rep++) {
+            const size_t n = test_ns[t];
+            const size_t nb = emb_q1_blocks((uint32_t)n);
+            guarded gr, gq;
+            uint8_t *blocks = guard_alloc(&gr, nb * EMB_Q1_BLOCK);
+            float *q = guard_alloc(&gq, n * sizeof *q);
+            float *x = malloc((n + 1) * sizeof *x);
+            th_rand_vec(&seed, x, n);
+            th_rand_vec(&seed, q, n);
+            emb_q1_encode(x, (uint32_t)n, blocks);
+            if (rep == 2 && nb) {
+                /* Garbage in the padding bits must not change the result. */
+                const size_t used = n - (nb - 1) * EMB_Q1_GROUP;
+                uint8_t *qs = blocks + (nb - 1) * EMB_Q1_BLOCK + 2;
+                for (size_t j = used; j < EMB_Q1_GROUP; j++)
+                    qs[j / 8] ^= (uint8_t)(1u << (j % 8)) & (uint8_t)th_rand_u64(&seed);
+            }
+            double mag = 0.0;
+            for (size_t i = 0; i < n; i++) {
+                const uint8_t *blk = blocks + i / EMB_Q1_GROUP * EMB_Q1_BLOCK;
+                const float d = emb_f16_to_f32((uint16_t)(blk[0] | blk[1] << 8));
+                mag += fabs((double)d * q[i]);
+            }
+            const float dot = emb_dot_q1_scalar(blocks, q, n);
+            for (size_t l = 0; l < nl; l++)
+                check_close("dot_q1", lv[l]->name, n, lv[l]->dot_q1(blocks, q, n), dot, mag,
+                            TOL_Q1);
+            free(x);
+            guard_free(&gr);
+            guard_free(&gq);
+        }
+    }
+}
+
+/* Large magnitudes and cancellation: the tolerance is relative to the magnitude sum, so a
+ * result near zero must still be within rounding of the oracle. */
+Test(kernels, cancellation_all_levels)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    enum { N = 1000 };
+    static float a[N], b[N];
+    static uint16_t h[N];
+    double mag = 0.0;
+    for (size_t i = 0; i < N; i++) {
+        a[i] = (i % 2 ? -1.0f : 1.0f) * (float)(1000 + i);
+        b[i] = 1.0f + (float)(i % 7) * 0.25f;
+        mag += fabs((double)a[i] * b[i]);
+    }
+    emb_f32_to_f16_scalar(a, h, N);
+    for (size_t l = 0; l < nl; l++) {
+        check_close("dot_f32", lv[l]->name, N, lv[l]->dot_f32(a, b, N), emb_dot_f32_scalar(a, b, N),
+                    mag, TOL_F32);
+        check_close("dot_f16", lv[l]->name, N, lv[l]->dot_f16(h, b, N), emb_dot_f16_scalar(h, b, N),
+                    mag, TOL_F16);
+    }
+}
+
+/* ---- half conversions ------------------------------------------------------------------ */
+
+Test(kernels, f32_to_f16_known_values)
+{
+    static const struct {
+        float f;
+        uint16_t h;
+    } cases[] = {
+        {0.0f, 0x0000},
+        {-0.0f, 0x8000},
+        {1.0f, 0x3c00},
+        {-2.0f, 0xc000},
+        {0.1f, 0x2e66},
+        {65504.0f, 0x7bff},
+        {65519.99f, 0x7bff},
+        {65520.0f, 0x7c00}, /* halfway to 2^16: ties to even, which is infinity */
+        {1e6f, 0x7c00},
+        {-1e6f, 0xfc00},
+        {INFINITY, 0x7c00},
+        {-INFINITY, 0xfc00},
+        {0x1p-14f, 0x0400},        /* smallest normal */
+        {0x1p-24f, 0x0001},        /* smallest subnormal */
+        {0x1p-25f, 0x0000},        /* halfway to it: ties to even zero */
+        {0x1.000002p-25f, 0x0001}, /* just above halfway */
+        {0x1.8p-24f, 0x0002},      /* 1.5 units: ties to even 2 */
+        {0x1.4p-23f, 0x0002},      /* 2.5 units: ties to even 2 */
+        {0x1.ffep-15f, 0x0400},    /* 1023.5 units: ties to even 1024, the smallest normal */
+        {1.0f + 0x1p-11f, 0x3c00}, /* tie, even below */
+        {1.0f + 0x3p-11f, 0x3c02}, /* tie, even above */
+        {0x1.002002p+0f, 0x3c01},  /* one float ulp above the tie */
+        {1e-10f, 0x0000},
+        {-1e-10f, 0x8000},
+        {FLT_MIN, 0x0000},
+        {0x1p-149f, 0x0000}, /* smallest float subnormal */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        cr_assert_eq(emb_f32_to_f16(cases[i].f), cases[i].h, "case %zu: %a -> %#06x, want %#06x", i,
+                     (double)cases[i].f, emb_f32_to_f16(cases[i].f), cases[i].h);
+
+    const uint16_t qnan = emb_f32_to_f16(NAN);
+    cr_assert_eq(qnan & 0x7e00, 0x7e00, "NaN becomes a quiet NaN: %#06x", qnan);
+    const uint16_t snan = emb_f32_to_f16(bits_f32(0x7f800001u));
+    cr_assert_eq(snan & 0x7e00, 0x7e00, "signalling NaN with a low payload stays NaN: %#06x", snan);
+    cr_assert_eq(emb_f32_to_f16(bits_f32(0xffc00000u)) & 0x8000, 0x8000, "NaN keeps its sign");
+}
+
+Test(kernels, f16_round_trip_all_halves)
+{
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        const float f = emb_f16_to_f32((uint16_t)h);
+        const int nan = (h & 0x7c00) == 0x7c00 && (h & 0x3ff);
+        if (nan) {
+            cr_assert(isnan(f), "%#06x decodes to NaN", h);
+            const uint16_t back = emb_f32_to_f16(f);
+            cr_assert_eq(back, h | 0x200, "%#06x: NaN payload and sign kept, quieted", h);
+        } else {
+            cr_assert_eq(emb_f32_to_f16(f), h, "%#06x -> %a -> %#06x", h, (double)f,
+                         emb_f32_to_f16(f));
+        }
+    }
+    /* Spot values of the decoder. */
+    cr_assert_eq(emb_f16_to_f32(0x3c00), 1.0f);
+    cr_assert_eq(emb_f16_to_f32(0x0001), 0x1p-24f);
+    cr_assert_eq(emb_f16_to_f32(0x03ff), 0x3ffp-24f);
+    cr_assert_eq(emb_f16_to_f32(0x7bff), 65504.0f);
+    cr_assert_eq(emb_f16_to_f32(0xfc00), -INFINITY);
+    cr_assert_eq(f32_bits(emb_f16_to_f32(0x8000)), 0x80000000u);
+}
+
+/* Rounding at every boundary: the midpoint between two adjacent finite halves goes to the even
+ * one, and one float ulp either side of it goes to the nearer one. Checked for every level. */
+Test(kernels, f32_to_f16_midpoints_all_levels)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    enum { M = 3 * 0x7c00 };
+    float *in = malloc(M * 2 * sizeof *in);
+    uint16_t *want = malloc(M * 2 * sizeof *want), *got = malloc(M * 2 * sizeof *got);
+    size_t m = 0;
+    for (uint32_t h = 0; h < 0x7c00; h++) {
+        const float lo = emb_f16_to_f32((uint16_t)h);
+        const float hi = h < 0x7bff ? emb_f16_to_f32((uint16_t)(h + 1)) : 65536.0f;
+        const float mid = (lo + hi) / 2.0f; /* exact: 12 significant bits */
+        const uint16_t even = (h & 1) ? (uint16_t)(h + 1) : (uint16_t)h;
+        const float pts[3] = {nextafterf(mid, 0.0f), mid, nextafterf(mid, INFINITY)};
+        const uint16_t exp[3] = {(uint16_t)h, even, (uint16_t)(h + 1)};
+        for (int s = 0; s < 2; s++) {
+            for (int p = 0; p < 3; p++) {
+                in[m] = s ? -pts[p] : pts[p];
+                want[m++] = (uint16_t)(exp[p] | (s ? 0x8000 : 0));
+            }
+        }
+    }
+    cr_assert_eq(m, (size_t)M * 2);
+    for (size_t i = 0; i < m; i++)
+        cr_assert_eq(emb_f32_to_f16(in[i]), want[i], "%a -> %#06x want %#06x", (double)in[i],
+                     emb_f32_to_f16(in[i]), want[i]);
+    for (size_t l = 0; l < nl; l++) {
+        memset(got, 0xab, m * sizeof *got);
+        lv[l]->f32_to_f16(in, got, m);
+        for (size_t i = 0; i < m; i++)
+            cr_assert_eq(got[i], want[i], "[%s] %a -> %#06x want %#06x", lv[l]->name, (double)in[i],
+                         got[i], want[i]);
+    }
+    free(in);
+    free(want);
+    free(got);
+}
+
+/* Every level converts a large sample of all 2^32 floats exactly as the scalar does: a strided
+ * sweep of the whole bit space (NaNs, infinities, subnormals, overflow included) plus random
+ * floats, in chunks of odd lengths so every tail path runs. NaN payloads are compared too. */
+Test(kernels, f32_to_f16_all_levels_bit_exact)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    enum { CHUNK = 1 << 16 };
+    float *in = malloc(CHUNK * sizeof *in);
+    uint16_t *want = malloc(CHUNK * sizeof *want), *got = malloc(CHUNK * sizeof *got);
+    uint64_t seed = 0x5eed0004, bits = 0;
+    for (int round = 0; round < 160; round++) {
+        for (size_t i = 0; i < CHUNK; i++) {
+            if (round % 4 == 3) {
+                const uint32_t r = (uint32_t)th_rand_u64(&seed);
+                /* Half the samples have exponents around the half range (2^-31 .. 2^16). */
+                const uint32_t e = 96u + (r >> 23) % 48u;
+                in[i] = bits_f32(i % 2 ? r : (r & 0x807fffffu) | (e << 23));
+            } else {
+                in[i] = bits_f32((uint32_t)bits);
+                bits += 0x4f1bu; /* odd stride: 2^32 / stride ~ 270k samples per lap */
+            }
+        }
+        emb_f32_to_f16_scalar(in, want, CHUNK);
+        for (size_t l = 0; l < nl; l++) {
+            size_t off = 0, len = 1;
+            while (off < CHUNK) {
+                const size_t take = len < CHUNK - off ? len : CHUNK - off;
+                lv[l]->f32_to_f16(in + off, got + off, take);
+                off += take;
+                len = len * 3 % 1031 + 1;
+            }
+            for (size_t i = 0; i < CHUNK; i++)
+                cr_assert_eq(got[i], want[i], "[%s] %#010x -> %#06x want %#06x", lv[l]->name,
+                             f32_bits(in[i]), got[i], want[i]);
+        }
+    }
+    free(in);
+    free(want);
+    free(got);
+}
+
+Test(kernels, f16_to_f32_all_levels_bit_exact)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    guarded gi;
+    uint16_t *in = guard_alloc(&gi, 0x10000 * sizeof *in);
+    float *want = malloc(0x10000 * sizeof *want), *got = malloc(0x10001 * sizeof *got);
+    for (uint32_t h = 0; h < 0x10000; h++)
+        in[h] = (uint16_t)h;
+    emb_f16_to_f32_scalar(in, want, 0x10000);
+    for (size_t l = 0; l < nl; l++) {
+        /* Odd chunk lengths exercise every tail; the last chunk ends at the guard page. */
+        size_t off = 0, len = 1;
+        got[0x10000] = 42.0f;
+        while (off < 0x10000) {
+            const size_t take = len < 0x10000 - off ? len : 0x10000 - off;
+            lv[l]->f16_to_f32(in + off, got + off, take);
+            off += take;
+            len = len * 5 % 97 + 1;
+        }
+        cr_assert_eq(got[0x10000], 42.0f, "[%s] wrote past n", lv[l]->name);
+        for (uint32_t h = 0; h < 0x10000; h++)
+            cr_assert_eq(f32_bits(got[h]), f32_bits(want[h]), "[%s] %#06x -> %#010x want %#010x",
+                         lv[l]->name, h, f32_bits(got[h]), f32_bits(want[h]));
+    }
+    guard_free(&gi);
+    free(want);
+    free(got);
+}
+
+Test(kernels, conversions_stop_at_n)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    for (size_t l = 0; l < nl; l++) {
+        for (size_t n = 0; n <= 40; n++) {
+            guarded gf, gh;
+            float *f = guard_alloc(&gf, n * sizeof *f);
+            uint16_t *h = guard_alloc(&gh, n * sizeof *h);
+            uint16_t hout[48];
+            float fout[48];
+            for (size_t i = 0; i < n; i++) {
+                f[i] = (float)i - 3.5f;
+                h[i] = emb_f32_to_f16(f[i]);
+            }
+            memset(hout, 0xee, sizeof hout);
+            for (size_t i = 0; i < 48; i++)
+                fout[i] = -7.0f;
+            lv[l]->f32_to_f16(f, hout, n);
+            lv[l]->f16_to_f32(h, fout, n);
+            for (size_t i = 0; i < 48; i++) {
+                cr_assert_eq(hout[i], i < n ? h[i] : 0xeeee, "[%s] n=%zu i=%zu", lv[l]->name, n, i);
+                cr_assert_eq(fout[i], i < n ? f[i] : -7.0f, "[%s] n=%zu i=%zu", lv[l]->name, n, i);
+            }
+            guard_free(&gf);
+            guard_free(&gh);
+        }
+    }
+}
+
+Test(kernels, bf16_exact)
+{
+    cr_assert_eq(emb_bf16_to_f32(0x3f80), 1.0f);
+    cr_assert_eq(emb_bf16_to_f32(0xc040), -3.0f);
+    cr_assert_eq(emb_bf16_to_f32(0x7f80), INFINITY);
+    cr_assert_eq(emb_bf16_to_f32(0x0001), 0x1p-133f);
+    for (uint32_t h = 0; h < 0x10000; h++)
+        cr_assert_eq(f32_bits(emb_bf16_to_f32((uint16_t)h)), h << 16);
+}
+
+/* ---- dispatch -------------------------------------------------------------------------- */
+
+/* The best level this machine has. */
+static const emb_kernels *best_level(void)
+{
+    const emb_kernels *lv[4];
+    return lv[levels(lv) - 1];
+}
+
+Test(kernels, get_before_init_is_scalar)
+{
+    cr_assert_eq(emb_kernels_get()->level, EMB_SIMD_SCALAR);
+    cr_assert_eq(emb_kernels_get(), emb_kernels_for(EMB_SIMD_SCALAR));
+}
+
+Test(kernels, init_by_name)
+{
+    cr_assert_eq(emb_kernels_init("scalar"), 0);
+    cr_assert_eq(emb_kernels_get()->level, EMB_SIMD_SCALAR);
+    cr_assert_eq(emb_kernels_init("AVX2"), 0, "names are case-insensitive");
+    const emb_kernels *avx2 = emb_kernels_for(EMB_SIMD_AVX2);
+    cr_assert_eq(emb_kernels_get(), avx2 ? avx2 : emb_kernels_for(EMB_SIMD_SCALAR));
+    cr_assert_eq(emb_kernels_init("avx512"), 0);
+    cr_assert_leq(emb_kernels_get()->level, EMB_SIMD_AVX512);
+    if (emb_kernels_for(EMB_SIMD_AVX512))
+        cr_assert_eq(emb_kernels_get()->level, EMB_SIMD_AVX512);
+    else if (emb_kernels_for(EMB_SIMD_AVX2))
+        cr_assert_eq(emb_kernels_get()->level, EMB_SIMD_AVX2, "falls back to the best below");
+    cr_assert_eq(emb_kernels_init(""), 0);
+    cr_assert_eq(emb_kernels_get(), best_level());
+}
+
+Test(kernels, init_unknown_name_keeps_best)
+{
+    emb_kernels_init("scalar");
+    cr_assert_eq(emb_kernels_init("sse9"), EMB_EINVAL);
+    cr_assert_eq(emb_kernels_get(), best_level());
+}
+
+Test(kernels, init_from_environment)
+{
+    cr_assert_eq(setenv("EMBD_SIMD", "scalar", 1), 0);
+    cr_assert_eq(emb_kernels_init(NULL), 0);
+    cr_assert_eq(emb_kernels_get()->level, EMB_SIMD_SCALAR);
+    cr_assert_eq(setenv("EMBD_SIMD", "", 1), 0);
+    cr_assert_eq(emb_kernels_init(NULL), 0);
+    cr_assert_eq(emb_kernels_get(), best_level());
+    cr_assert_eq(setenv("EMBD_SIMD", "bogus", 1), 0);
+    cr_assert_eq(emb_kernels_init(NULL), EMB_EINVAL);
+    cr_assert_eq(emb_kernels_get(), best_level());
+    cr_assert_eq(unsetenv("EMBD_SIMD"), 0);
+    emb_kernels_init("scalar");
+    cr_assert_eq(emb_kernels_init(NULL), 0);
+    cr_assert_eq(emb_kernels_get(), best_level());
+    /* An explicit want wins over the environment. */
+    cr_assert_eq(setenv("EMBD_SIMD", "bogus", 1), 0);
+    cr_assert_eq(emb_kernels_init("scalar"), 0);
+    cr_assert_eq(emb_kernels_get()->level, EMB_SIMD_SCALAR);
+}
