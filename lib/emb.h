@@ -202,7 +202,8 @@ typedef struct emb_writer_opts {
     int normalized;    /* rows were L2-normalised (recorded as a flag) */
 } emb_writer_opts;
 
-/* Creates "<path>.tmp.<pid>" next to path and prepares to stream rows into it. Rows are staged
+/* Prepares to stream rows into a new store at path (written at finish to a unique
+ * "<path>.tmp.XXXXXX", then renamed). Rows are staged
  * in per-section temporary files so memory stays bounded by one row. Errors: negated errno,
  * EMB_EINVAL, EMB_ERANGE (dim). */
 int emb_writer_open(emb_writer **out, const char *path, const emb_writer_opts *o, emb_error *err);

@@ -82,6 +82,7 @@ typedef struct packer {
     float *row; /* dim floats: the current (normalised) row */
     sample smp;
     uint64_t seen; /* rows kept so far in this pass */
+    int at_eof;    /* the reader reached the end of its input */
 } packer;
 
 /* Pulls the next row inside [row_begin, row_end) into p->row. Returns 1, 0 at the end, or a
@@ -91,6 +92,8 @@ static int next_row(packer *p, emb_reader *r, uint64_t *input_index, emb_row *ra
 {
     for (;;) {
         int rc = emb_reader_next(r, raw, err);
+        if (rc == 0)
+            p->at_eof = 1;
         if (rc <= 0)
             return rc;
         uint64_t i = *input_index;
@@ -512,7 +515,7 @@ int emb_pack(const emb_pack_opts *o, emb_pack_report *rep, emb_error *err)
     }
     if (rc < 0)
         goto fail;
-    if (keys && o->row_end == UINT64_MAX && read_key(keys, &kbuf, &kcap) >= 0) {
+    if (keys && p.at_eof && read_key(keys, &kbuf, &kcap) >= 0) {
         rc = emb_error_set(err, EMB_EINVAL, "keys file %s has more lines than the input's %llu rows",
                            o->keys_file, (unsigned long long)input_index);
         goto fail;

@@ -155,6 +155,10 @@ int emb_store_parse(emb_store *s, const void *buf, size_t len, emb_error *err)
     if (h.codecs == 0 || (h.codecs & ~(uint32_t)(EMB_CODEC_F32 | EMB_CODEC_F16 | EMB_CODEC_Q1)))
         return emb_error_set(err, EMB_ECORRUPT, "header: codecs 0x%x is empty or unknown",
                              h.codecs);
+    if ((h.codecs & EMB_CODEC_F32) && (h.codecs & EMB_CODEC_F16))
+        return emb_error_set(err, EMB_ECORRUPT,
+                             "header: codecs 0x%x holds both f32 and f16 (not a valid store)",
+                             h.codecs);
     if (h.metric > EMB_METRIC_L2)
         return emb_error_set(err, EMB_ECORRUPT, "header: metric %u unknown", h.metric);
     if (h.flags & ~(uint32_t)(EMB_FLAG_KEYS | EMB_FLAG_NORMALIZED))
@@ -500,8 +504,8 @@ static int verify_keys(const emb_store *s, emb_error *err)
     return 0;
 }
 
-/* Checks that the padding after dim values in each padded row is zero, and that the stored
- * norms match the primary rows. */
+/* Checks that the padding after dim values in each padded row is zero, that q1 scales are
+ * finite, and that the stored norms match the primary rows (so no value is NaN or Inf). */
 static int verify_rows(const emb_store *s, emb_error *err)
 {
     const size_t used[2] = {(size_t)s->dim * 4, (size_t)s->dim * 2};
@@ -517,6 +521,28 @@ static int verify_rows(const emb_store *s, emb_error *err)
                     return emb_error_set(err, EMB_ECORRUPT,
                                          "%s: row %llu has non-zero padding at byte %zu", name[c],
                                          (unsigned long long)r, b);
+    }
+    if (s->rows_q1) {
+        /* Every scale finite; bits past dim in the last block zero. */
+        const uint32_t tail = s->dim % EMB_Q1_GROUP;
+        for (uint64_t r = 0; r < s->rows; r++) {
+            const uint8_t *row = s->rows_q1 + r * s->stride_q1;
+            for (uint32_t b = 0; b < s->q1_blocks; b++) {
+                uint16_t d;
+                memcpy(&d, row + (size_t)b * EMB_Q1_BLOCK, 2);
+                if (!isfinite(emb_f16_to_f32(d)))
+                    return emb_error_set(err, EMB_ECORRUPT,
+                                         "rows_q1: row %llu block %u has a non-finite scale",
+                                         (unsigned long long)r, b);
+            }
+            const uint8_t *bits = row + (size_t)(s->q1_blocks - 1) * EMB_Q1_BLOCK + 2;
+            for (uint32_t j = tail ? tail : EMB_Q1_GROUP; j < EMB_Q1_GROUP; j++)
+                if (bits[j / 8] & (1u << (j % 8)))
+                    return emb_error_set(err, EMB_ECORRUPT,
+                                         "rows_q1: row %llu has a bit set past dim (value %u of "
+                                         "the last block)",
+                                         (unsigned long long)r, j);
+        }
     }
     float *row = malloc((size_t)s->dim * sizeof *row);
     if (!row)

@@ -6,7 +6,7 @@
  * page cache holds it, not our heap); emb_writer_finish lays the sections out, copies each
  * staged file into place with copy_file_range (in-kernel, no user-space copy), builds the key
  * index, writes the header last, fsyncs and renames. A crash at any point leaves at most a
- * "<name>.tmp.<pid>" file, never a half-written store under the final name.
+ * "<name>.tmp.XXXXXX" file (a unique name), never a half-written store under the final name.
  *
  * Rejected: computing offsets up front and writing rows in place (needs the row count, which
  * text formats do not give); holding rows in memory (a 1M x 768 table is gigabytes).
@@ -57,8 +57,9 @@ struct emb_writer {
     uint64_t blob_len;
     uint64_t dup_keys;
     size_t stride_f32, stride_f16, stride_q1;
-    uint8_t *row_buf; /* max(stride_f32, stride_f16, stride_q1) bytes, zero padding kept */
+    uint8_t *f32_buf, *f16_buf, *q1_buf; /* one encoded row each; padding stays zero */
     float *dec;       /* dim floats */
+    int failed;       /* first staging I/O error; the writer is unusable after it */
     fid_acc fid[3];   /* f32, f16, q1 */
     uint8_t *index;   /* the KEYS_HASH section once built */
     size_t index_len;
@@ -172,7 +173,9 @@ static void writer_free(emb_writer *w)
             close(w->st[i].fd);
         free(w->st[i].buf);
     }
-    free(w->row_buf);
+    free(w->f32_buf);
+    free(w->f16_buf);
+    free(w->q1_buf);
     free(w->dec);
     free(w->index);
     free(w->path);
@@ -189,6 +192,9 @@ int emb_writer_open(emb_writer **out, const char *path, const emb_writer_opts *o
     if (o->codecs == 0 || (o->codecs & ~(uint32_t)(EMB_CODEC_F32 | EMB_CODEC_F16 | EMB_CODEC_Q1)))
         return emb_error_set(err, EMB_EINVAL, "codecs 0x%x: need at least one known codec",
                              o->codecs);
+    if ((o->codecs & EMB_CODEC_F32) && (o->codecs & EMB_CODEC_F16))
+        return emb_error_set(err, EMB_EINVAL,
+                             "codecs f32 and f16 together: f16 adds nothing to exact f32 rows");
     if ((unsigned)o->metric > EMB_METRIC_L2)
         return emb_error_set(err, EMB_EINVAL, "unknown metric %d", (int)o->metric);
     emb_writer *w = calloc(1, sizeof *w);
@@ -200,14 +206,16 @@ int emb_writer_open(emb_writer **out, const char *path, const emb_writer_opts *o
     w->stride_f32 = (o->codecs & EMB_CODEC_F32) ? emb__stride(EMB_CODEC_F32, o->dim) : 0;
     w->stride_f16 = (o->codecs & EMB_CODEC_F16) ? emb__stride(EMB_CODEC_F16, o->dim) : 0;
     w->stride_q1 = (o->codecs & EMB_CODEC_Q1) ? emb__stride(EMB_CODEC_Q1, o->dim) : 0;
-    size_t maxs = emb__stride(EMB_CODEC_F32, o->dim);
     size_t plen = strlen(path);
     w->path = strdup(path);
     w->tmp_path = malloc(plen + 32);
     char *pcopy = strdup(path);
-    w->row_buf = calloc(1, maxs);
+    w->f32_buf = calloc(1, w->stride_f32 + 1);
+    w->f16_buf = calloc(1, w->stride_f16 + 1);
+    w->q1_buf = calloc(1, w->stride_q1 + 1);
     w->dec = calloc(o->dim, sizeof *w->dec);
-    if (!w->path || !w->tmp_path || !pcopy || !w->row_buf || !w->dec) {
+    if (!w->path || !w->tmp_path || !pcopy || !w->f32_buf || !w->f16_buf || !w->q1_buf ||
+        !w->dec) {
         free(pcopy);
         rc = emb_error_set(err, EMB_ENOMEM, "out of memory");
         goto fail;
@@ -218,7 +226,7 @@ int emb_writer_open(emb_writer **out, const char *path, const emb_writer_opts *o
         rc = emb_error_set(err, EMB_ENOMEM, "out of memory");
         goto fail;
     }
-    snprintf(w->tmp_path, plen + 32, "%s.tmp.%ld", path, (long)getpid());
+    snprintf(w->tmp_path, plen + 32, "%s.tmp.XXXXXX", path);
     int need[ST_COUNT] = {
         [ST_NORMS] = 1,
         [ST_F32] = w->stride_f32 != 0,
@@ -305,46 +313,63 @@ int emb_writer_add(emb_writer *w, const float *vec, const uint8_t *q1, const cha
     if (w->o.keys && w->rows >= UINT32_MAX - 1)
         return emb_error_set(err, EMB_ERANGE, "a keyed store holds fewer than 2^32 - 1 rows");
 
-    double norm = 0;
-    uint32_t primary = (w->o.codecs & EMB_CODEC_F32)   ? EMB_CODEC_F32
-                       : (w->o.codecs & EMB_CODEC_F16) ? EMB_CODEC_F16
-                                                       : EMB_CODEC_Q1;
-    /* Encode each codec into row_buf (zero padding preserved), stage it, and measure it. */
-    if (w->stride_f32) {
-        memcpy(w->row_buf, vec, (size_t)dim * 4);
-        memset(w->row_buf + (size_t)dim * 4, 0, w->stride_f32 - (size_t)dim * 4);
-        if ((rc = stage_put(&w->st[ST_F32], w->row_buf, w->stride_f32)))
-            goto io_fail;
-        fid_add(&w->fid[0], 1.0, w->rows);
+    /* Encode and check every codec first, stage afterwards: a refused row leaves nothing
+     * behind. */
+    uint16_t *f16 = (uint16_t *)w->f16_buf;
+    double cos16 = 1, cosq1 = 1, norm = 0;
+    if (w->stride_f32)
         norm = norm_of(vec, dim);
-    }
     if (w->stride_f16) {
-        memset(w->row_buf, 0, w->stride_f16);
-        kn->f32_to_f16(vec, (uint16_t *)w->row_buf, dim);
-        if ((rc = stage_put(&w->st[ST_F16], w->row_buf, w->stride_f16)))
-            goto io_fail;
-        kn->f16_to_f32((const uint16_t *)w->row_buf, w->dec, dim);
+        kn->f32_to_f16(vec, f16, dim);
+        kn->f16_to_f32(f16, w->dec, dim);
         for (uint32_t j = 0; j < dim; j++)
             if (!isfinite(w->dec[j]))
                 return emb_error_set(err, EMB_ERANGE,
                                      "row %llu: value %u (%g) overflows f16; use --dtype f32 or "
                                      "--normalize",
                                      (unsigned long long)w->rows, j, (double)vec[j]);
-        fid_add(&w->fid[1], cos_vs(vec, w->dec, dim), w->rows);
-        if (primary == EMB_CODEC_F16)
+        cos16 = cos_vs(vec, w->dec, dim);
+        if (!w->stride_f32)
             norm = norm_of(w->dec, dim);
     }
     if (w->stride_q1) {
         if (q1)
-            memcpy(w->row_buf, q1, w->stride_q1);
+            memcpy(w->q1_buf, q1, w->stride_q1);
         else
-            emb_q1_encode(vec, dim, w->row_buf);
-        if ((rc = stage_put(&w->st[ST_Q1], w->row_buf, w->stride_q1)))
+            emb_q1_encode(vec, dim, w->q1_buf);
+        for (uint32_t b = 0; b < emb_q1_blocks(dim); b++) {
+            uint16_t d;
+            memcpy(&d, w->q1_buf + (size_t)b * EMB_Q1_BLOCK, 2);
+            if (!isfinite(emb_f16_to_f32(d)))
+                return emb_error_set(err, EMB_ERANGE,
+                                     "row %llu: the 1-bit scale of group %u is not finite (mean "
+                                     "|x| overflows f16); use --normalize",
+                                     (unsigned long long)w->rows, b);
+        }
+        emb_q1_decode(w->q1_buf, dim, w->dec);
+        cosq1 = cos_vs(vec, w->dec, dim);
+        if (!w->stride_f32 && !w->stride_f16)
+            norm = sqrt((double)emb_q1_norm2(w->q1_buf, dim));
+    }
+
+    if (w->failed)
+        return emb_error_set(err, w->failed, "an earlier write failed: %s",
+                             emb_strerror(w->failed));
+    if (w->stride_f32) {
+        memcpy(w->f32_buf, vec, (size_t)dim * 4);
+        if ((rc = stage_put(&w->st[ST_F32], w->f32_buf, w->stride_f32)))
             goto io_fail;
-        emb_q1_decode(w->row_buf, dim, w->dec);
-        fid_add(&w->fid[2], cos_vs(vec, w->dec, dim), w->rows);
-        if (primary == EMB_CODEC_Q1)
-            norm = sqrt((double)emb_q1_norm2(w->row_buf, dim));
+        fid_add(&w->fid[0], 1.0, w->rows);
+    }
+    if (w->stride_f16) {
+        if ((rc = stage_put(&w->st[ST_F16], w->f16_buf, w->stride_f16)))
+            goto io_fail;
+        fid_add(&w->fid[1], cos16, w->rows);
+    }
+    if (w->stride_q1) {
+        if ((rc = stage_put(&w->st[ST_Q1], w->q1_buf, w->stride_q1)))
+            goto io_fail;
+        fid_add(&w->fid[2], cosq1, w->rows);
     }
     float nf = (float)norm;
     if ((rc = stage_put(&w->st[ST_NORMS], &nf, 4)))
@@ -360,6 +385,7 @@ int emb_writer_add(emb_writer *w, const float *vec, const uint8_t *q1, const cha
     w->rows++;
     return 0;
 io_fail:
+    w->failed = rc; /* the staged sections may now disagree: refuse everything after */
     return emb_error_set(err, rc, "writing a staging file in %s: %s", w->dir, emb_strerror(rc));
 }
 
@@ -452,8 +478,9 @@ int emb_writer_index_keys(emb_writer *w, emb_error *err)
             if (!slot)
                 break;
             uint64_t other = (slot & 0xFFFFFFFFu) - 1;
-            if ((uint32_t)(slot >> 32) == fp && offs[other + 1] - offs[other] == offs[r + 1] - offs[r] &&
-                memcmp(blob + offs[other], blob + offs[r], (size_t)(offs[r + 1] - offs[r])) == 0) {
+            uint64_t len = offs[r + 1] - offs[r];
+            if ((uint32_t)(slot >> 32) == fp && offs[other + 1] - offs[other] == len &&
+                (len == 0 || memcmp(blob + offs[other], blob + offs[r], (size_t)len) == 0)) {
                 dup = 1;
                 break;
             }
@@ -520,6 +547,10 @@ int emb_writer_finish(emb_writer *w, const char *meta, size_t meta_len, emb_erro
 {
     int rc;
     int fd = -1;
+    if (w->failed) {
+        rc = emb_error_set(err, w->failed, "an earlier write failed: %s", emb_strerror(w->failed));
+        goto fail;
+    }
     if (w->rows == 0) {
         rc = emb_error_set(err, EMB_EINVAL, "no rows to write");
         goto fail;
@@ -598,10 +629,14 @@ int emb_writer_finish(emb_writer *w, const char *meta, size_t meta_len, emb_erro
     h.header_crc = emb__header_crc(head, header_size);
     memcpy(head, &h, sizeof h);
 
-    fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    fd = mkostemp(w->tmp_path, O_CLOEXEC);
     if (fd < 0) {
         rc = emb_error_set(err, -errno, "%s: %s", w->tmp_path, strerror(errno));
         goto fail;
+    }
+    if (fchmod(fd, 0644) != 0) {
+        rc = emb_error_set(err, -errno, "%s: fchmod: %s", w->tmp_path, strerror(errno));
+        goto fail_unlink;
     }
     if (ftruncate(fd, (off_t)h.file_size) != 0) {
         rc = emb_error_set(err, -errno, "%s: ftruncate: %s", w->tmp_path, strerror(errno));

@@ -99,7 +99,7 @@ static void info_text(const char *path, const emb_store *s)
         json_t *m = json_loadb(s->meta, s->meta_len, JSON_REJECT_DUPLICATES, &jerr);
         printf("metadata\n");
         if (m) {
-            char *txt = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+            char *txt = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(7));
             printf("%s\n", txt ? txt : "(out of memory)");
             free(txt);
             json_decref(m);
@@ -151,7 +151,7 @@ int cmd_info(int argc, char **argv)
     }
     if (json) {
         json_t *o = info_json(path, s);
-        char *txt = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        char *txt = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(7));
         printf("%s\n", txt ? txt : "{}");
         free(txt);
         json_decref(o);

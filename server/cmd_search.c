@@ -178,7 +178,7 @@ int cmd_search(int argc, char **argv)
     }
     if (json) {
         json_t *o = json_pack("{s:s, s:o}", "metric", emb_metric_name(p.metric), "results", arr);
-        char *txt = json_dumps(o, JSON_PRESERVE_ORDER);
+        char *txt = json_dumps(o, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
         printf("%s\n", txt ? txt : "{}");
         free(txt);
         json_decref(o);

@@ -1,0 +1,668 @@
+/*
+ * test_search.c - emb_search against a brute-force reference written here.
+ *
+ * The reference decodes each row of the searched codec straight from the store's bytes with the
+ * codecs' one-value functions, scores it in double precision by the documented formulas (cos
+ * divides by the norms section for f32/f16 rows and by the block-scale norm for q1; l2 is a
+ * distance), and sorts by score, then id. emb_search computes in float with SIMD kernels, so
+ * scores are compared with a tolerance relative to the sum of the magnitudes of the terms, and
+ * ids are compared exactly wherever the reference's neighbours are farther apart than that
+ * tolerance. Duplicate rows score bit-identically and must come back in id order.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "emb.h"
+#include "emb_kernels.h"
+#include "helpers.h"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+static const emb_metric all_metrics[] = {EMB_METRIC_COS, EMB_METRIC_DOT, EMB_METRIC_L2};
+
+/* ---- fixtures --------------------------------------------------------------------------- */
+
+static char *fresh_path(const char *stem)
+{
+    static unsigned counter;
+    char name[128];
+    snprintf(name, sizeof name, "%s-%u.emb", stem, counter++);
+    return th_path(name);
+}
+
+/* n x dim normal rows; rows 10, 20 and 30 copy row 5, row 7 is zero, rows 40..42 copy row 41
+ * scaled by 2 (same direction: equal cos, different dot and l2). */
+static float *make_table(uint64_t seed, uint32_t n, uint32_t dim)
+{
+    float *t = malloc(((size_t)n * dim + 1) * sizeof *t);
+    cr_assert_not_null(t);
+    th_rand_vec(&seed, t, (size_t)n * dim);
+    static const uint32_t dups[] = {10, 20, 30};
+    for (size_t i = 0; i < ARRAY_LEN(dups); i++)
+        if (dups[i] < n)
+            memcpy(t + (size_t)dups[i] * dim, t + (size_t)5 * dim, dim * sizeof *t);
+    if (n > 7)
+        memset(t + (size_t)7 * dim, 0, dim * sizeof *t);
+    if (n > 42)
+        for (uint32_t j = 0; j < dim; j++)
+            t[(size_t)42 * dim + j] = 2 * t[(size_t)41 * dim + j];
+    return t;
+}
+
+static emb_store *build(uint32_t codecs, uint32_t dim, uint32_t n, const float *rows,
+                        const char *meta)
+{
+    char *path = fresh_path("search");
+    emb_writer_opts o = {.dim = dim, .codecs = codecs, .metric = EMB_METRIC_COS};
+    emb_writer *w;
+    emb_error err = {0};
+    cr_assert_eq(emb_writer_open(&w, path, &o, &err), 0, "%s", err.msg);
+    for (uint32_t i = 0; i < n; i++)
+        cr_assert_eq(emb_writer_add(w, rows + (size_t)i * dim, NULL, NULL, 0, &err), 0, "%s",
+                     err.msg);
+    cr_assert_eq(emb_writer_finish(w, meta, meta ? strlen(meta) : 0, &err), 0, "%s", err.msg);
+    emb_store *s;
+    cr_assert_eq(emb_store_open(&s, path, &err), 0, "%s", err.msg);
+    free(path);
+    return s;
+}
+
+/* ---- the reference ---------------------------------------------------------------------- */
+
+typedef struct ref_hit {
+    double score; /* higher is better: l2 holds the negated squared distance */
+    double tol;   /* in the same units */
+    uint64_t id;
+} ref_hit;
+
+/* Row r of codec, decoded from the store's bytes. */
+static void decode(const emb_store *s, uint32_t codec, uint64_t r, float *out)
+{
+    if (codec == EMB_CODEC_F32) {
+        memcpy(out, s->rows_f32 + r * s->stride_f32, s->dim * sizeof *out);
+    } else if (codec == EMB_CODEC_F16) {
+        const uint8_t *row = s->rows_f16 + r * s->stride_f16;
+        for (uint32_t j = 0; j < s->dim; j++) {
+            uint16_t h;
+            memcpy(&h, row + 2 * j, 2);
+            out[j] = emb_f16_to_f32(h);
+        }
+    } else {
+        emb_q1_decode(s->rows_q1 + r * s->stride_q1, s->dim, out);
+    }
+}
+
+/* Best first, then lower id: a total order. */
+static int ref_cmp(const void *a, const void *b)
+{
+    const ref_hit *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Scores every row (exclusions dropped) and sorts by score then id; returns the count. */
+static size_t reference(const emb_store *s, uint32_t codec, emb_metric m, const float *q,
+                        const uint64_t *excl, uint32_t n_excl, ref_hit *out)
+{
+    const uint32_t dim = s->dim;
+    float *v = malloc(dim * sizeof *v);
+    cr_assert_not_null(v);
+    double qn2 = 0;
+    for (uint32_t j = 0; j < dim; j++)
+        qn2 += (double)q[j] * q[j];
+    size_t n = 0;
+    for (uint64_t r = 0; r < s->rows; r++) {
+        int skip = 0;
+        for (uint32_t e = 0; e < n_excl; e++)
+            skip |= excl[e] == r;
+        if (skip)
+            continue;
+        decode(s, codec, r, v);
+        double dot = 0, mag = 0, rn2 = 0, d2 = 0;
+        for (uint32_t j = 0; j < dim; j++) {
+            dot += (double)q[j] * v[j];
+            mag += fabs((double)q[j] * v[j]);
+            rn2 += (double)v[j] * v[j];
+            d2 += ((double)q[j] - v[j]) * ((double)q[j] - v[j]);
+        }
+        ref_hit h = {.id = r};
+        if (m == EMB_METRIC_DOT) {
+            h.score = dot;
+            h.tol = 1e-4 * mag + 1e-6;
+        } else if (m == EMB_METRIC_COS) {
+            /* The norms section holds the primary codec's norms; another codec's rows have
+             * their own (an f16 row is not as long as its f32 original). */
+            double rn = codec == emb_store_primary_codec(s) ? (double)s->norms[r] : sqrt(rn2);
+            double den = sqrt(qn2) * rn;
+            h.score = den > 0 ? dot / den : 0.0;
+            h.tol = den > 0 ? 1e-4 * mag / den + 1e-6 : 1e-6;
+        } else {
+            h.score = -d2;
+            h.tol = 1e-4 * (qn2 + rn2 + 2 * mag) + 1e-6;
+        }
+        out[n++] = h;
+    }
+    free(v);
+    qsort(out, n, sizeof *out, ref_cmp);
+    return n;
+}
+
+/* emb_search's reported score in the reference's units. */
+static double as_ref_units(emb_metric m, float score)
+{
+    return m == EMB_METRIC_L2 ? -(double)score * score : score;
+}
+
+/* Asserts that got[n] is a correct top-k of the reference. */
+static void assert_matches(const char *what, emb_metric m, const emb_hit *got, int n,
+                           const ref_hit *ref, size_t nref, uint32_t k, const uint64_t *excl,
+                           uint32_t n_excl, uint64_t rows)
+{
+    size_t want_n = nref < k ? nref : k;
+    cr_assert_eq((size_t)n, want_n, "%s: %d hits, want %zu", what, n, want_n);
+    double gtol = 0;
+    for (size_t i = 0; i < nref; i++)
+        gtol = fmax(gtol, ref[i].tol);
+    for (int i = 0; i < n; i++) {
+        cr_assert_lt(got[i].id, rows, "%s: id %llu", what, (unsigned long long)got[i].id);
+        for (uint32_t e = 0; e < n_excl; e++)
+            cr_assert_neq(got[i].id, excl[e], "%s: excluded id %llu returned", what,
+                          (unsigned long long)excl[e]);
+        for (int j = 0; j < i; j++)
+            cr_assert_neq(got[i].id, got[j].id, "%s: id %llu twice", what,
+                          (unsigned long long)got[i].id);
+        if (m == EMB_METRIC_L2)
+            cr_assert(got[i].score >= 0 && isfinite(got[i].score), "%s: l2 distance %g", what,
+                      (double)got[i].score);
+        /* The hit's own score is right... */
+        const ref_hit *own = NULL;
+        for (size_t r = 0; r < nref && !own; r++)
+            if (ref[r].id == got[i].id)
+                own = &ref[r];
+        cr_assert_not_null(own, "%s: id %llu is not a candidate", what,
+                           (unsigned long long)got[i].id);
+        double g = as_ref_units(m, got[i].score);
+        cr_assert(fabs(g - own->score) <= own->tol, "%s: id %llu scores %.9g, reference %.9g", what,
+                  (unsigned long long)got[i].id, g, own->score);
+        /* ...and it is as good as the reference's hit at the same rank. */
+        cr_assert(fabs(g - ref[i].score) <= gtol, "%s: rank %d scores %.9g, reference %.9g", what,
+                  i, g, ref[i].score);
+        /* Where the reference's rank i is clearly separated, the id is exact. */
+        int isolated = (i == 0 || ref[i - 1].score - ref[i].score > 2 * gtol) &&
+                       ((size_t)i + 1 >= nref || ref[i].score - ref[i + 1].score > 2 * gtol);
+        if (isolated)
+            cr_assert_eq(got[i].id, ref[i].id, "%s: rank %d is id %llu, reference %llu", what, i,
+                         (unsigned long long)got[i].id, (unsigned long long)ref[i].id);
+        /* Best first; equal scores in id order. */
+        if (i > 0) {
+            if (m == EMB_METRIC_L2)
+                cr_assert(got[i].score >= got[i - 1].score, "%s: rank %d out of order", what, i);
+            else
+                cr_assert(got[i].score <= got[i - 1].score, "%s: rank %d out of order", what, i);
+            /* (Not for l2: the reported sqrt can round two different squared distances to
+             * one float, and those keep their squared-distance order.) */
+            if (got[i].score == got[i - 1].score && m != EMB_METRIC_L2)
+                cr_assert_gt(got[i].id, got[i - 1].id, "%s: tie at rank %d not in id order", what,
+                             i);
+        }
+    }
+}
+
+static const char *codec_name(uint32_t c)
+{
+    return c == EMB_CODEC_F32 ? "f32" : c == EMB_CODEC_F16 ? "f16" : "q1";
+}
+
+/* Every metric in the mask (bit per emb_metric), every k, with and without exclusions, for one
+ * codec of one store. */
+static void check_codec(const emb_store *s, uint32_t codec, unsigned metric_mask, uint64_t seed)
+{
+    const uint32_t dim = s->dim;
+    const uint64_t rows = s->rows;
+    static const uint32_t ks[] = {1, 10, 1000, 3};
+    const uint64_t excl[] = {0, 5, 6, 41, rows - 1, rows + 5};
+    ref_hit *ref = malloc(rows * sizeof *ref);
+    emb_hit *got = malloc(EMB_MAX_K * sizeof *got);
+    float *q = malloc(dim * sizeof *q);
+    emb_scratch *sc = emb_scratch_new(dim, 1000);
+    cr_assert(ref && got && q && sc);
+    for (int qi = 0; qi < 4; qi++) {
+        /* Random queries, then a query equal to row 5 (ties at the top: rows 10, 20, 30). */
+        if (qi < 3)
+            th_rand_vec(&seed, q, dim);
+        else
+            decode(s, EMB_CODEC_F32 & s->codecs ? EMB_CODEC_F32 : codec, 5, q);
+        for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
+            for (size_t ki = 0; ki < ARRAY_LEN(ks); ki++) {
+                for (int ex = 0; ex < 2; ex++) {
+                    const emb_metric m = all_metrics[mi];
+                    if (!(metric_mask & (1u << m)))
+                        continue;
+                    emb_search_params p = {.metric = m,
+                                           .k = ks[ki],
+                                           .codec = (int)codec,
+                                           .exclude = ex ? excl : NULL,
+                                           .n_exclude = ex ? (uint32_t)ARRAY_LEN(excl) : 0};
+                    int n = emb_search(s, q, &p, sc, got);
+                    cr_assert_geq(n, 0, "emb_search: %d", n);
+                    size_t nref = reference(s, codec, m, q, p.exclude, p.n_exclude, ref);
+                    char what[128];
+                    snprintf(what, sizeof what, "%s dim %u %s k %u query %d excl %d",
+                             codec_name(codec), dim, emb_metric_name(m), ks[ki], qi, ex);
+                    assert_matches(what, m, got, n, ref, nref, ks[ki], p.exclude, p.n_exclude,
+                                   rows);
+                }
+            }
+        }
+    }
+    emb_scratch_free(sc);
+    free(ref);
+    free(got);
+    free(q);
+}
+
+Test(search, brute_force_every_codec_metric_k)
+{
+    static const uint32_t dims[] = {1, 7, 64, 200, 300};
+    for (size_t d = 0; d < ARRAY_LEN(dims); d++) {
+        const uint32_t dim = dims[d], n = 600;
+        float *t = make_table(100 + dim, n, dim);
+        emb_store *s = build(EMB_CODEC_F32 | EMB_CODEC_Q1, dim, n, t, NULL);
+        check_codec(s, EMB_CODEC_F32, 7, dim);
+        check_codec(s, EMB_CODEC_Q1, 7, dim + 2);
+        emb_store_close(s);
+        s = build(EMB_CODEC_F16 | EMB_CODEC_Q1, dim, n, t, NULL);
+        check_codec(s, EMB_CODEC_F16, 7, dim + 3);
+        check_codec(s, EMB_CODEC_Q1, 7, dim + 4);
+        emb_store_close(s);
+        free(t);
+    }
+}
+
+/* Single-codec stores searched with the automatic choice (no q1 stage possible). */
+Test(search, automatic_codec_on_single_codec_stores)
+{
+    static const uint32_t sets[] = {EMB_CODEC_F32, EMB_CODEC_F16, EMB_CODEC_Q1};
+    const uint32_t dim = 33, n = 300;
+    float *t = make_table(7, n, dim);
+    for (size_t c = 0; c < ARRAY_LEN(sets); c++) {
+        emb_store *s = build(sets[c], dim, n, t, NULL);
+        uint64_t seed = c;
+        float q[33];
+        th_rand_vec(&seed, q, dim);
+        emb_hit got[10], forced[10];
+        emb_scratch *sc = emb_scratch_new(dim, 0);
+        for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
+            emb_search_params p = {.metric = all_metrics[mi], .k = 10};
+            int n1 = emb_search(s, q, &p, sc, got);
+            p.codec = (int)sets[c];
+            int n2 = emb_search(s, q, &p, sc, forced);
+            cr_assert_eq(n1, 10);
+            cr_assert_eq(n2, 10);
+            cr_assert_eq(memcmp(got, forced, sizeof got), 0, "%s auto != forced",
+                         codec_name(sets[c]));
+        }
+        emb_scratch_free(sc);
+        emb_store_close(s);
+    }
+    free(t);
+}
+
+/* Duplicate rows: ties come back in id order, and k cutting a tie keeps the lowest ids. */
+Test(search, ties_in_id_order)
+{
+    const uint32_t dim = 16, n = 200;
+    float *t = make_table(9, n, dim);
+    /* Five more copies of row 5, interleaved with other rows. */
+    static const uint32_t more[] = {99, 12, 150, 199, 64};
+    for (size_t i = 0; i < ARRAY_LEN(more); i++)
+        memcpy(t + (size_t)more[i] * dim, t + (size_t)5 * dim, dim * sizeof *t);
+    const uint64_t group[] = {5, 10, 12, 20, 30, 64, 99, 150, 199};
+    emb_scratch *sc = emb_scratch_new(dim, 1000);
+    emb_hit got[1000];
+    static const uint32_t codecs[] = {EMB_CODEC_F32, EMB_CODEC_F16, EMB_CODEC_Q1};
+    for (size_t c = 0; c < 3; c++) {
+        emb_store *s = build(codecs[c] | EMB_CODEC_Q1, dim, n, t, NULL);
+        for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
+            const emb_metric m = all_metrics[mi];
+            /* The query is row 5 itself (as stored): for cos and l2 the group is the top. */
+            float q[16];
+            decode(s, codecs[c], 5, q);
+            if (m != EMB_METRIC_DOT) {
+                emb_search_params p = {.metric = m, .k = 4, .codec = (int)codecs[c]};
+                cr_assert_eq(emb_search(s, q, &p, sc, got), 4);
+                for (int i = 0; i < 4; i++)
+                    cr_assert_eq(got[i].id, group[i], "%s %s rank %d: id %llu, want %llu",
+                                 codec_name(codecs[c]), emb_metric_name(m), i,
+                                 (unsigned long long)got[i].id, (unsigned long long)group[i]);
+                /* Excluding the query's own row: the next copies move up. */
+                const uint64_t ex[] = {5, 12};
+                p.exclude = ex;
+                p.n_exclude = 2;
+                cr_assert_eq(emb_search(s, q, &p, sc, got), 4);
+                cr_assert(got[0].id == 10 && got[1].id == 20 && got[2].id == 30 && got[3].id == 64);
+            }
+            /* Any query: the group's members appear in id order with one score. */
+            uint64_t seed = 11 + c;
+            th_rand_vec(&seed, q, dim);
+            emb_search_params p = {.metric = m, .k = 1000, .codec = (int)codecs[c]};
+            int nh = emb_search(s, q, &p, sc, got);
+            cr_assert_eq(nh, (int)n);
+            int last = -1;
+            float score = 0;
+            for (size_t g = 0; g < ARRAY_LEN(group); g++) {
+                int pos = -1;
+                for (int i = 0; i < nh; i++)
+                    if (got[i].id == group[g])
+                        pos = i;
+                cr_assert_gt(pos, last, "%s %s: copy %llu out of id order", codec_name(codecs[c]),
+                             emb_metric_name(m), (unsigned long long)group[g]);
+                if (last >= 0)
+                    cr_assert_eq(got[pos].score, score);
+                score = got[pos].score;
+                last = pos;
+            }
+        }
+        emb_store_close(s);
+    }
+    emb_scratch_free(sc);
+    free(t);
+}
+
+Test(search, zero_query)
+{
+    const uint32_t dim = 9, n = 50;
+    float *t = make_table(13, n, dim);
+    emb_store *s = build(EMB_CODEC_F32 | EMB_CODEC_Q1, dim, n, t, NULL);
+    emb_store *s16 = build(EMB_CODEC_F16, dim, n, t, NULL);
+    emb_scratch *sc = emb_scratch_new(dim, 0);
+    float q[9] = {0};
+    emb_hit got[10];
+    /* cos: every score is 0, so the lowest ids win. */
+    static const int codecs[] = {0, EMB_CODEC_F32, EMB_CODEC_F16, EMB_CODEC_Q1};
+    for (size_t c = 0; c < ARRAY_LEN(codecs); c++) {
+        emb_search_params p = {.metric = EMB_METRIC_COS, .k = 10, .codec = codecs[c]};
+        cr_assert_eq(emb_search(codecs[c] == EMB_CODEC_F16 ? s16 : s, q, &p, sc, got), 10);
+        for (int i = 0; i < 10; i++) {
+            cr_assert_eq(got[i].score, 0.0f);
+            cr_assert_eq(got[i].id, (uint64_t)i);
+        }
+    }
+    emb_store_close(s16);
+    /* l2: the distance is the row's norm; the zero row (7) is first. */
+    emb_search_params p = {.metric = EMB_METRIC_L2, .k = 10, .codec = EMB_CODEC_F32};
+    cr_assert_eq(emb_search(s, q, &p, sc, got), 10);
+    cr_assert_eq(got[0].id, 7);
+    cr_assert_eq(got[0].score, 0.0f);
+    for (int i = 1; i < 10; i++)
+        cr_assert_float_eq(got[i].score, s->norms[got[i].id], 1e-5f * s->norms[got[i].id]);
+    emb_scratch_free(sc);
+    emb_store_close(s);
+    free(t);
+}
+
+/* ---- two-stage ------------------------------------------------------------------------- */
+
+/* With k x oversample >= rows every row is rescored: two-stage equals exact search bit for bit. */
+Test(search, two_stage_huge_oversample_equals_exact)
+{
+    static const uint32_t sets[] = {EMB_CODEC_F16 | EMB_CODEC_Q1, EMB_CODEC_F32 | EMB_CODEC_Q1};
+    const uint32_t dim = 48, n = 800;
+    float *t = make_table(21, n, dim);
+    const uint64_t excl[] = {3, 4, 77, 799};
+    for (size_t c = 0; c < ARRAY_LEN(sets); c++) {
+        emb_store *s = build(sets[c], dim, n, t, NULL);
+        emb_scratch *sc = emb_scratch_new(dim, 1000);
+        emb_hit ts[1000], ex[1000];
+        uint64_t seed = 5;
+        float q[48];
+        for (int qi = 0; qi < 5; qi++) {
+            th_rand_vec(&seed, q, dim);
+            for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
+                static const uint32_t ks[] = {10, 50, 1000};
+                for (size_t ki = 0; ki < ARRAY_LEN(ks); ki++) {
+                    for (int e = 0; e < 2; e++) {
+                        emb_search_params p = {.metric = all_metrics[mi],
+                                               .k = ks[ki],
+                                               .oversample = 100,
+                                               .exclude = e ? excl : NULL,
+                                               .n_exclude = e ? 4 : 0};
+                        int a = emb_search(s, q, &p, sc, ts);
+                        p.exact = 1;
+                        int b = emb_search(s, q, &p, sc, ex);
+                        cr_assert_eq(a, b);
+                        cr_assert_eq(a, (int)(ks[ki] < n - 4 * e ? ks[ki] : n - 4 * e));
+                        for (int i = 0; i < a; i++) {
+                            cr_assert_eq(ts[i].id, ex[i].id, "set %zu %s k %u rank %d", c,
+                                         emb_metric_name(all_metrics[mi]), ks[ki], i);
+                            cr_assert_eq(ts[i].score, ex[i].score);
+                        }
+                    }
+                }
+            }
+        }
+        emb_scratch_free(sc);
+        emb_store_close(s);
+    }
+    free(t);
+}
+
+/* Small oversampling: the answer is the exact rescoring of some candidates, never an excluded
+ * id, sorted, and as many hits as asked. */
+Test(search, two_stage_small_oversample)
+{
+    const uint32_t dim = 64, n = 3000;
+    float *t = make_table(31, n, dim);
+    emb_store *s = build(EMB_CODEC_F16 | EMB_CODEC_Q1, dim, n, t, NULL);
+    emb_scratch *sc = emb_scratch_new(dim, 1000);
+    ref_hit *ref = malloc(n * sizeof *ref);
+    emb_hit got[100], top[1000];
+    uint64_t seed = 17;
+    float q[64];
+    for (int qi = 0; qi < 4; qi++) {
+        th_rand_vec(&seed, q, dim);
+        for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
+            const emb_metric m = all_metrics[mi];
+            /* Exclude the exact top 50 (sorted ascending by id). */
+            emb_search_params p = {.metric = m, .k = 50, .exact = 1};
+            cr_assert_eq(emb_search(s, q, &p, sc, top), 50);
+            uint64_t excl[50];
+            for (int i = 0; i < 50; i++)
+                excl[i] = top[i].id;
+            for (int i = 1; i < 50; i++)
+                for (int j = i; j > 0 && excl[j - 1] > excl[j]; j--) {
+                    uint64_t x = excl[j];
+                    excl[j] = excl[j - 1];
+                    excl[j - 1] = x;
+                }
+            static const uint32_t oss[] = {1, 2, 3};
+            for (size_t oi = 0; oi < ARRAY_LEN(oss); oi++) {
+                emb_search_params tp = {
+                    .metric = m, .k = 10, .oversample = oss[oi], .exclude = excl, .n_exclude = 50};
+                int nh = emb_search(s, q, &tp, sc, got);
+                cr_assert_eq(nh, 10);
+                size_t nref = reference(s, EMB_CODEC_F16, m, q, excl, 50, ref);
+                for (int i = 0; i < nh; i++) {
+                    for (int e = 0; e < 50; e++)
+                        cr_assert_neq(got[i].id, excl[e], "excluded id %llu returned",
+                                      (unsigned long long)excl[e]);
+                    const ref_hit *own = NULL;
+                    for (size_t r = 0; r < nref && !own; r++)
+                        if (ref[r].id == got[i].id)
+                            own = &ref[r];
+                    cr_assert_not_null(own);
+                    cr_assert(fabs(as_ref_units(m, got[i].score) - own->score) <= own->tol,
+                              "two-stage score of %llu is not its exact f16 score",
+                              (unsigned long long)got[i].id);
+                    if (i > 0) {
+                        if (m == EMB_METRIC_L2)
+                            cr_assert(got[i].score >= got[i - 1].score);
+                        else
+                            cr_assert(got[i].score <= got[i - 1].score);
+                    }
+                }
+            }
+        }
+    }
+    free(ref);
+    emb_scratch_free(sc);
+    emb_store_close(s);
+    free(t);
+}
+
+/* The q1 stage never returns an excluded id even when they fill the whole candidate list. */
+Test(search, two_stage_exclusions_fill_candidates)
+{
+    const uint32_t dim = 8, n = 100;
+    float *t = make_table(41, n, dim);
+    emb_store *s = build(EMB_CODEC_F16 | EMB_CODEC_Q1, dim, n, t, NULL);
+    emb_scratch *sc = emb_scratch_new(dim, 1000);
+    uint64_t excl[99];
+    for (int i = 0; i < 99; i++)
+        excl[i] = (uint64_t)i + 1; /* everything but row 0 */
+    float q[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    emb_hit got[10];
+    for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
+        emb_search_params p = {
+            .metric = all_metrics[mi], .k = 10, .oversample = 1, .exclude = excl, .n_exclude = 99};
+        cr_assert_eq(emb_search(s, q, &p, sc, got), 1);
+        cr_assert_eq(got[0].id, 0);
+        uint64_t all[100];
+        for (int i = 0; i < 100; i++)
+            all[i] = (uint64_t)i;
+        p.exclude = all;
+        p.n_exclude = 100;
+        cr_assert_eq(emb_search(s, q, &p, sc, got), 0);
+        p.exact = 1;
+        cr_assert_eq(emb_search(s, q, &p, sc, got), 0);
+    }
+    emb_scratch_free(sc);
+    emb_store_close(s);
+    free(t);
+}
+
+/* ---- the default oversampling factor --------------------------------------------------- */
+
+/* A store view over exactly meta_len bytes of heap: ASan sees any read past the metadata. */
+static uint32_t oversample_of(const char *text, uint32_t fallback)
+{
+    size_t len = strlen(text);
+    char *m = malloc(len ? len : 1);
+    memcpy(m, text, len);
+    emb_store s;
+    memset(&s, 0, sizeof s);
+    s.meta = m;
+    s.meta_len = len;
+    uint32_t v = emb_store_default_oversample(&s, fallback);
+    free(m);
+    return v;
+}
+
+Test(search, default_oversample_from_metadata)
+{
+    cr_assert_eq(oversample_of("{\"oversample_default\": 7}", 10), 7);
+    cr_assert_eq(oversample_of("{\"oversample_default\":12}", 10), 12);
+    cr_assert_eq(oversample_of("{\"a\": 1, \"oversample_default\":   100, \"b\": 2}", 10), 100);
+    cr_assert_eq(oversample_of("{\"oversample_default\": 1}", 10), 1);
+    /* Out of range, not a number, absent: the fallback. */
+    cr_assert_eq(oversample_of("{\"oversample_default\": 0}", 10), 10);
+    cr_assert_eq(oversample_of("{\"oversample_default\": 101}", 10), 10);
+    cr_assert_eq(oversample_of("{\"oversample_default\": 12345}", 10), 10);
+    cr_assert_eq(oversample_of("{\"oversample_default\": -3}", 10), 10);
+    cr_assert_eq(oversample_of("{\"oversample_default\": \"4\"}", 10), 10);
+    cr_assert_eq(oversample_of("{\"oversample\": 4}", 9), 9);
+    cr_assert_eq(oversample_of("", 9), 9);
+    cr_assert_eq(oversample_of("{}", 3), 3);
+    /* Cut off right after the key or inside it: no read past the end. */
+    cr_assert_eq(oversample_of("{\"oversample_default\":", 8), 8);
+    cr_assert_eq(oversample_of("{\"oversample_default\": ", 8), 8);
+    cr_assert_eq(oversample_of("{\"oversample_defa", 8), 8);
+    emb_store none;
+    memset(&none, 0, sizeof none);
+    cr_assert_eq(emb_store_default_oversample(&none, 6), 6);
+
+    /* Through a store file, and used by a two-stage search with oversample 0. */
+    const uint32_t dim = 16, n = 900;
+    float *t = make_table(51, n, dim);
+    emb_store *s = build(EMB_CODEC_F16 | EMB_CODEC_Q1, dim, n, t,
+                         "{\"packer\": \"test\", \"oversample_default\": 100}");
+    cr_assert_eq(emb_store_default_oversample(s, 10), 100);
+    emb_scratch *sc = emb_scratch_new(dim, 1000);
+    emb_hit a[10], b[10];
+    float q[16];
+    uint64_t seed = 3;
+    th_rand_vec(&seed, q, dim);
+    emb_search_params p = {.metric = EMB_METRIC_COS, .k = 10};
+    cr_assert_eq(emb_search(s, q, &p, sc, a), 10);
+    p.exact = 1;
+    cr_assert_eq(emb_search(s, q, &p, sc, b), 10);
+    cr_assert_eq(memcmp(a, b, sizeof a), 0, "oversample 100 from the metadata was not used");
+    emb_scratch_free(sc);
+    emb_store_close(s);
+    s = build(EMB_CODEC_F16, dim, 5, t, NULL);
+    cr_assert_eq(emb_store_default_oversample(s, 10), 10);
+    emb_store_close(s);
+    free(t);
+}
+
+/* ---- bad arguments --------------------------------------------------------------------- */
+
+Test(search, bad_arguments)
+{
+    const uint32_t dim = 4, n = 20;
+    float *t = make_table(61, n, dim);
+    emb_store *s = build(EMB_CODEC_F16 | EMB_CODEC_Q1, dim, n, t, NULL);
+    emb_scratch *sc = emb_scratch_new(dim, 0), *wrong = emb_scratch_new(dim + 1, 0);
+    emb_hit got[EMB_MAX_K];
+    float q[4] = {1, 0, 0, 0};
+    emb_search_params p = {.metric = EMB_METRIC_COS, .k = 0};
+    cr_assert_eq(emb_search(s, q, &p, sc, got), EMB_EINVAL, "k = 0");
+    p.k = EMB_MAX_K + 1;
+    cr_assert_eq(emb_search(s, q, &p, sc, got), EMB_EINVAL, "k > 1000");
+    p.k = UINT32_MAX;
+    cr_assert_eq(emb_search(s, q, &p, sc, got), EMB_EINVAL);
+    p.k = EMB_MAX_K;
+    cr_assert_eq(emb_search(s, q, &p, sc, got), (int)n, "k = 1000 > rows");
+    p.k = 5;
+    p.metric = (emb_metric)3;
+    cr_assert_eq(emb_search(s, q, &p, sc, got), EMB_EINVAL, "metric");
+    p.metric = EMB_METRIC_DOT;
+    cr_assert_eq(emb_search(s, q, &p, wrong, got), EMB_EINVAL, "scratch of another dim");
+    static const float poison[] = {NAN, -NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < ARRAY_LEN(poison); i++) {
+        for (uint32_t j = 0; j < dim; j++) {
+            float bad[4] = {1, 2, 3, 4};
+            bad[j] = poison[i];
+            for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
+                p.metric = all_metrics[mi];
+                cr_assert_eq(emb_search(s, bad, &p, sc, got), EMB_EINVAL, "poison %zu at %u", i, j);
+                p.exact = 1;
+                cr_assert_eq(emb_search(s, bad, &p, sc, got), EMB_EINVAL);
+                p.exact = 0;
+            }
+        }
+    }
+    p.metric = EMB_METRIC_COS;
+    p.codec = EMB_CODEC_F32;
+    cr_assert_eq(emb_search(s, q, &p, sc, got), EMB_EINVAL, "codec the store lacks");
+    p.codec = EMB_CODEC_F16 | EMB_CODEC_Q1;
+    cr_assert_eq(emb_search(s, q, &p, sc, got), EMB_EINVAL, "two codecs at once");
+    p.codec = 8;
+    cr_assert_eq(emb_search(s, q, &p, sc, got), EMB_EINVAL, "unknown codec");
+    p.codec = -1;
+    cr_assert_eq(emb_search(s, q, &p, sc, got), EMB_EINVAL, "negative codec");
+    p.codec = 0;
+    p.oversample = EMB_MAX_OVERSAMPLE + 1;
+    cr_assert_eq(emb_search(s, q, &p, sc, got), EMB_EINVAL, "oversample > 100");
+    p.oversample = EMB_MAX_OVERSAMPLE;
+    cr_assert_eq(emb_search(s, q, &p, sc, got), 5);
+    emb_scratch_free(sc);
+    emb_scratch_free(wrong);
+    emb_scratch_free(NULL);
+    emb_store_close(s);
+    free(t);
+}
