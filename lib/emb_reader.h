@@ -57,7 +57,8 @@ typedef struct emb_row {
 /* Opens path in format fmt (EMB_INPUT_AUTO detects it from magic bytes, then extension, then
  * content). tensor selects a safetensors or GGUF tensor (NULL: safetensors' only 2-D tensor,
  * GGUF's "token_embd.weight"). Errors: negated errno, EMB_EFORMAT, EMB_ECORRUPT,
- * EMB_EUNSUPPORTED, EMB_ENOTFOUND (tensor), EMB_ENOMEM; err says which check failed. */
+ * EMB_EUNSUPPORTED, EMB_ENOTFOUND (tensor), EMB_EINVAL (an ambiguous or misplaced tensor name,
+ * not a regular file), EMB_ENOMEM; err says which check failed. */
 int emb_reader_open(emb_reader **out, const char *path, emb_input_format fmt, const char *tensor,
                     emb_error *err);
 
