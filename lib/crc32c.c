@@ -35,8 +35,8 @@ uint32_t emb__crc32c_sw(uint32_t crc, const void *data, size_t len)
         memcpy(&v, p, 8);
         v ^= crc;
         crc = table[7][v & 0xFF] ^ table[6][(v >> 8) & 0xFF] ^ table[5][(v >> 16) & 0xFF] ^
-              table[4][(v >> 24) & 0xFF] ^ table[3][(v >> 32) & 0xFF] ^
-              table[2][(v >> 40) & 0xFF] ^ table[1][(v >> 48) & 0xFF] ^ table[0][v >> 56];
+              table[4][(v >> 24) & 0xFF] ^ table[3][(v >> 32) & 0xFF] ^ table[2][(v >> 40) & 0xFF] ^
+              table[1][(v >> 48) & 0xFF] ^ table[0][v >> 56];
         p += 8;
         len -= 8;
     }

@@ -23,22 +23,22 @@
 /* ---- errors ---------------------------------------------------------------------------- */
 
 enum {
-    EMB_ECORRUPT = -10001,   /* a store or input file fails a structural check */
-    EMB_EVERSION = -10002,   /* unknown store format version */
-    EMB_EBYTEORDER = -10003, /* store written with a foreign byte order */
-    EMB_ECHECKSUM = -10004,  /* a checksum does not match */
-    EMB_ETRUNCATED = -10005, /* file shorter than its header says */
-    EMB_EFORMAT = -10006,    /* input file is not in the expected format */
+    EMB_ECORRUPT = -10001,     /* a store or input file fails a structural check */
+    EMB_EVERSION = -10002,     /* unknown store format version */
+    EMB_EBYTEORDER = -10003,   /* store written with a foreign byte order */
+    EMB_ECHECKSUM = -10004,    /* a checksum does not match */
+    EMB_ETRUNCATED = -10005,   /* file shorter than its header says */
+    EMB_EFORMAT = -10006,      /* input file is not in the expected format */
     EMB_EUNSUPPORTED = -10007, /* valid input we do not handle (dtype, layout) */
-    EMB_EINVAL = -10008,     /* bad argument */
-    EMB_ENOTFOUND = -10009,  /* no such id, key or tensor */
-    EMB_ERANGE = -10010,     /* value out of range (dim, k, id) */
-    EMB_ENOMEM = -10011,     /* allocation failed */
+    EMB_EINVAL = -10008,       /* bad argument */
+    EMB_ENOTFOUND = -10009,    /* no such id, key or tensor */
+    EMB_ERANGE = -10010,       /* value out of range (dim, k, id) */
+    EMB_ENOMEM = -10011,       /* allocation failed */
 };
 
 typedef struct emb_error {
-    int code;       /* last error code, 0 when none */
-    char msg[512];  /* a sentence naming the failed check, offsets included */
+    int code;      /* last error code, 0 when none */
+    char msg[512]; /* a sentence naming the failed check, offsets included */
 } emb_error;
 
 /* Prepends "prefix: " to err's message (truncating the end if needed). Accepts NULL err. */
@@ -80,8 +80,8 @@ typedef struct emb_store {
     uint32_t codecs;   /* EMB_CODEC_* bits */
     emb_metric metric; /* default metric */
     uint32_t flags;
-    size_t stride_f32, stride_f16, stride_q1; /* bytes per row, 0 when the codec is absent */
-    uint32_t q1_blocks; /* Q1_0 blocks per row */
+    size_t stride_f32, stride_f16, stride_q1;     /* bytes per row, 0 when the codec is absent */
+    uint32_t q1_blocks;                           /* Q1_0 blocks per row */
     const uint8_t *rows_f32, *rows_f16, *rows_q1; /* NULL when absent */
     const float *norms;
     const char *meta; /* not NUL-terminated */
@@ -158,16 +158,17 @@ uint32_t emb_topk_sort(emb_topk *t);
 
 /* ---- search ---------------------------------------------------------------------------- */
 
-#define EMB_MAX_K 1000u
+#define EMB_MAX_K          1000u
 #define EMB_MAX_OVERSAMPLE 100u
 
 typedef struct emb_search_params {
     emb_metric metric;
-    uint32_t k;            /* 1..EMB_MAX_K */
-    uint32_t oversample;   /* two-stage: keep k * oversample q1 candidates; 0 = store default */
-    int exact;             /* skip the q1 stage even when the store has f16 or f32 */
-    int codec;             /* 0 = automatic; else force one EMB_CODEC_* (for evaluation) */
-    const uint64_t *exclude; /* sorted ascending: ids never returned (a query by id excludes itself) */
+    uint32_t k;          /* 1..EMB_MAX_K */
+    uint32_t oversample; /* two-stage: keep k * oversample q1 candidates; 0 = store default */
+    int exact;           /* skip the q1 stage even when the store has f16 or f32 */
+    int codec;           /* 0 = automatic; else force one EMB_CODEC_* (for evaluation) */
+    const uint64_t
+        *exclude; /* sorted ascending: ids never returned (a query by id excludes itself) */
     uint32_t n_exclude;
 } emb_search_params;
 
@@ -183,8 +184,8 @@ void emb_scratch_free(emb_scratch *sc);
  * returns their count, or EMB_ERANGE / EMB_EINVAL. Automatic codec choice: f16+q1 (or f32+q1)
  * stores scan q1 and rescore k * oversample candidates exactly unless p->exact; otherwise the
  * primary codec is scanned. */
-int emb_search(const emb_store *s, const float *query, const emb_search_params *p,
-               emb_scratch *sc, emb_hit *out);
+int emb_search(const emb_store *s, const float *query, const emb_search_params *p, emb_scratch *sc,
+               emb_hit *out);
 
 /* Scratch for emb_search_batch: heaps for up to max_nq queries. */
 typedef struct emb_batch_scratch emb_batch_scratch;
@@ -227,8 +228,8 @@ int emb_writer_open(emb_writer **out, const char *path, const emb_writer_opts *o
 /* Appends one row. vec holds dim floats (used for f32/f16/q1 encoding and the norm); q1, when
  * non-NULL, holds the row's Q1_0 blocks to copy bit-exact instead of re-encoding. key (len
  * bytes) is required when opts.keys. */
-int emb_writer_add(emb_writer *w, const float *vec, const uint8_t *q1, const char *key,
-                   size_t len, emb_error *err);
+int emb_writer_add(emb_writer *w, const float *vec, const uint8_t *q1, const char *key, size_t len,
+                   emb_error *err);
 
 /* Rows added so far. */
 uint64_t emb_writer_rows(const emb_writer *w);
@@ -268,7 +269,10 @@ int emb_writer_view(emb_writer *w, emb_store *view, emb_error *err);
 /* ---- Q1_0 ------------------------------------------------------------------------------ */
 
 /* Blocks per row of dim values: ceil(dim / 128). */
-static inline uint32_t emb_q1_blocks(uint32_t dim) { return (dim + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP; }
+static inline uint32_t emb_q1_blocks(uint32_t dim)
+{
+    return (dim + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP;
+}
 
 /* Encodes dim floats as GGML Q1_0 blocks: per group d = mean |x| over the values present (the
  * last group of a dim that is not a multiple of 128 averages only its dim % 128 values), bit j

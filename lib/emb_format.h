@@ -17,17 +17,17 @@
 #include <assert.h>
 #include <stdint.h>
 
-#define EMB_MAGIC "EMBDSTOR"       /* 8 bytes, no terminator on disk */
-#define EMB_BOM 0x01020304u        /* written little-endian: 04 03 02 01 */
-#define EMB_VERSION_MAJOR 1u       /* a reader refuses any other major */
-#define EMB_VERSION_MINOR 0u       /* a reader accepts any minor of its major */
-#define EMB_ALIGN 64u              /* every section offset, and f16/f32 row strides */
-#define EMB_MAX_SECTIONS 64u       /* a header claiming more is corrupt */
-#define EMB_MAX_DIM 65536u         /* widest row a store may hold */
-#define EMB_MAX_META (16u << 20)   /* metadata text is at most 16 MiB */
-#define EMB_MAX_KEY 4096u          /* a key is at most 4096 bytes */
-#define EMB_Q1_GROUP 128u          /* values per Q1_0 block (GGML's QK1_0) */
-#define EMB_Q1_BLOCK 18u           /* bytes per Q1_0 block: fp16 scale + 16 bytes of signs */
+#define EMB_MAGIC         "EMBDSTOR"  /* 8 bytes, no terminator on disk */
+#define EMB_BOM           0x01020304u /* written little-endian: 04 03 02 01 */
+#define EMB_VERSION_MAJOR 1u          /* a reader refuses any other major */
+#define EMB_VERSION_MINOR 0u          /* a reader accepts any minor of its major */
+#define EMB_ALIGN         64u         /* every section offset, and f16/f32 row strides */
+#define EMB_MAX_SECTIONS  64u         /* a header claiming more is corrupt */
+#define EMB_MAX_DIM       65536u      /* widest row a store may hold */
+#define EMB_MAX_META      (16u << 20) /* metadata text is at most 16 MiB */
+#define EMB_MAX_KEY       4096u       /* a key is at most 4096 bytes */
+#define EMB_Q1_GROUP      128u        /* values per Q1_0 block (GGML's QK1_0) */
+#define EMB_Q1_BLOCK      18u         /* bytes per Q1_0 block: fp16 scale + 16 bytes of signs */
 
 /* Codec bits in emb_header.codecs: which row sections the store holds. */
 enum {
@@ -57,29 +57,29 @@ enum {
 
 /* Fixed header at offset 0. */
 typedef struct emb_header {
-    char magic[8];         /*  0: "EMBDSTOR" */
-    uint32_t bom;          /*  8: EMB_BOM */
+    char magic[8];          /*  0: "EMBDSTOR" */
+    uint32_t bom;           /*  8: EMB_BOM */
     uint16_t version_major; /* 12 */
     uint16_t version_minor; /* 14 */
-    uint32_t header_size;  /* 16: 64 + 32 * section_count, the bytes the header CRC covers */
+    uint32_t header_size;   /* 16: 64 + 32 * section_count, the bytes the header CRC covers */
     uint32_t section_count; /* 20 */
-    uint64_t rows;         /* 24 */
-    uint32_t dim;          /* 32 */
-    uint32_t codecs;       /* 36: EMB_CODEC_* bits */
-    uint32_t metric;       /* 40: default metric, emb_metric */
-    uint32_t flags;        /* 44: EMB_FLAG_* bits */
-    uint64_t file_size;    /* 48: exact size of the file in bytes */
-    uint32_t header_crc;   /* 56: CRC-32C of bytes [0, header_size) with this field zero */
-    uint32_t reserved;     /* 60: zero */
+    uint64_t rows;          /* 24 */
+    uint32_t dim;           /* 32 */
+    uint32_t codecs;        /* 36: EMB_CODEC_* bits */
+    uint32_t metric;        /* 40: default metric, emb_metric */
+    uint32_t flags;         /* 44: EMB_FLAG_* bits */
+    uint64_t file_size;     /* 48: exact size of the file in bytes */
+    uint32_t header_crc;    /* 56: CRC-32C of bytes [0, header_size) with this field zero */
+    uint32_t reserved;      /* 60: zero */
 } emb_header;
 
 /* One entry of the section table, which follows the header at offset 64. */
 typedef struct emb_section {
-    uint32_t kind;   /*  0: EMB_SEC_* */
-    uint32_t flags;  /*  4: zero */
-    uint64_t offset; /*  8: multiple of EMB_ALIGN */
-    uint64_t length; /* 16: bytes of payload (padding to the next section is not counted) */
-    uint32_t crc;    /* 24: CRC-32C of the payload */
+    uint32_t kind;     /*  0: EMB_SEC_* */
+    uint32_t flags;    /*  4: zero */
+    uint64_t offset;   /*  8: multiple of EMB_ALIGN */
+    uint64_t length;   /* 16: bytes of payload (padding to the next section is not counted) */
+    uint32_t crc;      /* 24: CRC-32C of the payload */
     uint32_t reserved; /* 28: zero */
 } emb_section;
 

@@ -9,7 +9,7 @@
 #include "emb.h"
 #include "emb_reader.h"
 
-#define EMB_EVAL_K 10u
+#define EMB_EVAL_K      10u
 #define EMB_EVAL_MAX_OS 8u /* oversampling factors tried: 1, 2, 4, 8, 16, 32, 64, 100 */
 
 typedef struct emb_pack_progress {
@@ -21,14 +21,14 @@ typedef struct emb_pack_progress {
 typedef struct emb_pack_opts {
     const char *input, *output;
     emb_input_format format;
-    const char *tensor;    /* NULL: the format's default */
-    const char *keys_file; /* one key per line, overrides the input's keys */
-    uint32_t codecs;       /* EMB_CODEC_* bits */
-    emb_metric metric;     /* default metric recorded in the store and used for evaluation */
-    int normalize;         /* L2-normalise rows before encoding */
+    const char *tensor;          /* NULL: the format's default */
+    const char *keys_file;       /* one key per line, overrides the input's keys */
+    uint32_t codecs;             /* EMB_CODEC_* bits */
+    emb_metric metric;           /* default metric recorded in the store and used for evaluation */
+    int normalize;               /* L2-normalise rows before encoding */
     uint64_t row_begin, row_end; /* keep rows [begin, end); end UINT64_MAX = all */
-    uint32_t eval_queries; /* sample size for recall; 0 skips the evaluation */
-    uint64_t seed;         /* for the sample */
+    uint32_t eval_queries;       /* sample size for recall; 0 skips the evaluation */
+    uint64_t seed;               /* for the sample */
     /* Called now and then (at most every 64 Ki rows); may be NULL. */
     void (*progress)(void *ctx, const emb_pack_progress *p);
     void *progress_ctx;
@@ -46,9 +46,9 @@ typedef struct emb_pack_report {
     /* Recall@10 against exact f32 search over the original rows, on eval_queries rows sampled
      * uniformly (each query excludes its own row); -1 when not measured. */
     uint32_t eval_queries;
-    double recall_f16;      /* exact search on the f16 rows */
-    double recall_q1;       /* q1-only search */
-    uint32_t n_oversample;  /* two-stage factors measured */
+    double recall_f16;     /* exact search on the f16 rows */
+    double recall_q1;      /* q1-only search */
+    uint32_t n_oversample; /* two-stage factors measured */
     uint32_t oversample[EMB_EVAL_MAX_OS];
     double recall_two_stage[EMB_EVAL_MAX_OS];
     uint32_t oversample_default; /* smallest factor reaching 0.95, else the best; 0 if none */

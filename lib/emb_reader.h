@@ -34,13 +34,13 @@ int emb_input_format_parse(const char *s, emb_input_format *out);
 /* What a reader learned from its file's header. */
 typedef struct emb_reader_info {
     emb_input_format format;
-    uint64_t rows;        /* row count; UINT64_MAX when only known at the end (GloVe) */
+    uint64_t rows; /* row count; UINT64_MAX when only known at the end (GloVe) */
     uint32_t dim;
-    int has_keys;         /* every row comes with a key */
-    int native_q1;        /* rows come as GGML Q1_0 blocks too (GGUF Q1_0) */
+    int has_keys;          /* every row comes with a key */
+    int native_q1;         /* rows come as GGML Q1_0 blocks too (GGUF Q1_0) */
     char source_dtype[16]; /* "f32", "f16", "bf16", "q1_0", "text" */
-    char tensor[256];     /* tensor name for safetensors / GGUF, else "" */
-    uint64_t file_bytes;  /* size of the input file */
+    char tensor[256];      /* tensor name for safetensors / GGUF, else "" */
+    uint64_t file_bytes;   /* size of the input file */
 } emb_reader_info;
 
 typedef struct emb_reader emb_reader;
@@ -48,10 +48,10 @@ typedef struct emb_reader emb_reader;
 /* One row as produced by emb_reader_next. The pointers are borrowed from the reader and valid
  * until the next call. */
 typedef struct emb_row {
-    const float *vec;   /* dim floats */
-    const char *key;    /* NULL when the format has no keys */
+    const float *vec; /* dim floats */
+    const char *key;  /* NULL when the format has no keys */
     size_t key_len;
-    const uint8_t *q1;  /* emb_q1_blocks(dim) * 18 bytes when info.native_q1, else NULL */
+    const uint8_t *q1; /* emb_q1_blocks(dim) * 18 bytes when info.native_q1, else NULL */
 } emb_row;
 
 /* Opens path in format fmt (EMB_INPUT_AUTO detects it from magic bytes, then extension, then

@@ -179,8 +179,7 @@ static int ground_truth_reread(packer *p, emb_topk *truth, emb_error *err)
         return emb_error_set(err, EMB_ECORRUPT,
                              "%s changed while packing: %llu rows on the second read, %llu on "
                              "the first",
-                             o->input, (unsigned long long)kept,
-                             (unsigned long long)p->rep->rows);
+                             o->input, (unsigned long long)kept, (unsigned long long)p->rep->rows);
     return 0;
 }
 
@@ -198,8 +197,8 @@ static int ground_truth_staged(packer *p, const emb_store *view, emb_topk *truth
     emb_search_params sp = {.metric = p->o->metric, .k = EMB_EVAL_K, .codec = EMB_CODEC_F32};
     for (uint32_t i0 = 0; i0 < p->smp.n && !rc; i0 += EVAL_BATCH) {
         uint32_t nb = p->smp.n - i0 < EVAL_BATCH ? p->smp.n - i0 : EVAL_BATCH;
-        rc = emb_search_batch(view, p->smp.vecs + (size_t)i0 * p->dim, nb, &sp, p->smp.ids + i0,
-                              bs, out, counts);
+        rc = emb_search_batch(view, p->smp.vecs + (size_t)i0 * p->dim, nb, &sp, p->smp.ids + i0, bs,
+                              out, counts);
         if (rc) {
             rc = emb_error_set(err, rc, "evaluation search failed: %s", emb_strerror(rc));
             break;
@@ -266,8 +265,8 @@ static int evaluate(packer *p, const emb_store *view, emb_topk *truth, emb_error
                 goto out;
             }
             for (uint32_t i = 0; i < nb; i++)
-                sum_f16 += overlap(got + (size_t)i * k, ngot[i], truth[i0 + i].hits,
-                                   truth[i0 + i].n);
+                sum_f16 +=
+                    overlap(got + (size_t)i * k, ngot[i], truth[i0 + i].hits, truth[i0 + i].n);
         }
         if (!has_q1)
             continue;
@@ -556,8 +555,9 @@ int emb_pack(const emb_pack_opts *o, emb_pack_report *rep, emb_error *err)
     if (rc < 0)
         goto fail;
     if (keys && p.at_eof && read_key(keys, &kbuf, &kcap) >= 0) {
-        rc = emb_error_set(err, EMB_EINVAL, "keys file %s has more lines than the input's %llu rows",
-                           o->keys_file, (unsigned long long)input_index);
+        rc =
+            emb_error_set(err, EMB_EINVAL, "keys file %s has more lines than the input's %llu rows",
+                          o->keys_file, (unsigned long long)input_index);
         goto fail;
     }
     rep->rows = emb_writer_rows(w);

@@ -111,11 +111,11 @@ static float score_row(const query_ctx *c, uint32_t codec, uint64_t r)
     return c->metric == EMB_METRIC_DOT ? dot : cos_of(dot, c->qn, s->norms[r]);
 }
 
-float emb__score(const emb_store *s, uint32_t codec, emb_metric metric, const float *q,
-                 float qn2, uint64_t r)
+float emb__score(const emb_store *s, uint32_t codec, emb_metric metric, const float *q, float qn2,
+                 uint64_t r)
 {
-    query_ctx c = {.s = s, .kn = emb_kernels_get(), .q = q, .qn = sqrtf(qn2), .qn2 = qn2,
-                   .metric = metric};
+    query_ctx c = {
+        .s = s, .kn = emb_kernels_get(), .q = q, .qn = sqrtf(qn2), .qn2 = qn2, .metric = metric};
     return score_row(&c, codec, r);
 }
 
@@ -161,8 +161,8 @@ uint32_t emb_store_default_oversample(const emb_store *s, uint32_t fallback)
     return fallback;
 }
 
-int emb_search(const emb_store *s, const float *query, const emb_search_params *p,
-               emb_scratch *sc, emb_hit *out)
+int emb_search(const emb_store *s, const float *query, const emb_search_params *p, emb_scratch *sc,
+               emb_hit *out)
 {
     if (p->k == 0 || p->k > EMB_MAX_K || (unsigned)p->metric > EMB_METRIC_L2 || sc->dim != s->dim)
         return EMB_EINVAL;
@@ -224,8 +224,8 @@ int emb_search(const emb_store *s, const float *query, const emb_search_params *
 
 struct emb_batch_scratch {
     uint32_t dim, max_nq, max_cand;
-    emb_hit *cand; /* max_nq x max_cand */
-    emb_hit *best; /* max_nq x EMB_MAX_K */
+    emb_hit *cand;   /* max_nq x max_cand */
+    emb_hit *best;   /* max_nq x EMB_MAX_K */
     emb_topk *heaps; /* max_nq */
     query_ctx *ctx;  /* max_nq */
 };
@@ -298,8 +298,12 @@ int emb_search_batch(const emb_store *s, const float *queries, uint32_t nq,
                 return EMB_EINVAL;
             qn2 += (double)q[j] * q[j];
         }
-        b->ctx[i] = (query_ctx){.s = s, .kn = kn, .q = q, .qn = (float)sqrt(qn2),
-                                .qn2 = (float)qn2, .metric = p->metric};
+        b->ctx[i] = (query_ctx){.s = s,
+                                .kn = kn,
+                                .q = q,
+                                .qn = (float)sqrt(qn2),
+                                .qn2 = (float)qn2,
+                                .metric = p->metric};
     }
     uint32_t primary = emb_store_primary_codec(s);
     uint32_t codec = primary;

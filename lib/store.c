@@ -148,8 +148,7 @@ int emb_store_parse(emb_store *s, const void *buf, size_t len, emb_error *err)
                              "0x%08x",
                              crc, h.header_size, h.header_crc);
     if (h.dim == 0 || h.dim > EMB_MAX_DIM)
-        return emb_error_set(err, EMB_ECORRUPT, "header: dim %u outside 1..%u", h.dim,
-                             EMB_MAX_DIM);
+        return emb_error_set(err, EMB_ECORRUPT, "header: dim %u outside 1..%u", h.dim, EMB_MAX_DIM);
     if (h.rows == 0)
         return emb_error_set(err, EMB_ECORRUPT, "header: rows is 0");
     if (h.codecs == 0 || (h.codecs & ~(uint32_t)(EMB_CODEC_F32 | EMB_CODEC_F16 | EMB_CODEC_Q1)))
@@ -193,8 +192,8 @@ int emb_store_parse(emb_store *s, const void *buf, size_t len, emb_error *err)
         if (e.flags != 0 || e.reserved != 0)
             return emb_error_set(err, EMB_ECORRUPT, "section %s: reserved fields are not 0", name);
         if (e.offset % EMB_ALIGN != 0)
-            return corrupt(err, "section %s: offset %llu is not a multiple of %llu", name,
-                           e.offset, EMB_ALIGN);
+            return corrupt(err, "section %s: offset %llu is not a multiple of %llu", name, e.offset,
+                           EMB_ALIGN);
         if (e.offset < h.header_size)
             return corrupt(err, "section %s: offset %llu overlaps the header (%llu bytes)", name,
                            e.offset, h.header_size);
@@ -203,10 +202,9 @@ int emb_store_parse(emb_store *s, const void *buf, size_t len, emb_error *err)
                                  "section %s: offset %llu is past the end of the file (%zu)", name,
                                  (unsigned long long)e.offset, len);
         if (e.length > len - e.offset)
-            return emb_error_set(err, EMB_ECORRUPT,
-                                 "section %s: [%llu, +%llu) runs past the end of the file (%zu)",
-                                 name, (unsigned long long)e.offset,
-                                 (unsigned long long)e.length, len);
+            return emb_error_set(
+                err, EMB_ECORRUPT, "section %s: [%llu, +%llu) runs past the end of the file (%zu)",
+                name, (unsigned long long)e.offset, (unsigned long long)e.length, len);
         uint64_t want = 0;
         int rc = expected_length(s, e.kind, &want, err);
         if (rc)
@@ -313,8 +311,8 @@ int emb_store_open(emb_store **out, const char *path, emb_error *err)
     }
     if (st.st_size < (off_t)sizeof(emb_header)) {
         rc = emb_error_set(err, EMB_ETRUNCATED,
-                           "%s: header: file is %lld bytes, smaller than the 64-byte header",
-                           path, (long long)st.st_size);
+                           "%s: header: file is %lld bytes, smaller than the 64-byte header", path,
+                           (long long)st.st_size);
         goto fail_stat;
     }
     size_t len = (size_t)st.st_size;
@@ -458,10 +456,9 @@ static int verify_keys(const emb_store *s, emb_error *err)
         return emb_error_set(err, EMB_ECORRUPT, "keys_offs: first offset is %llu, not 0",
                              (unsigned long long)s->key_offs[0]);
     if (s->key_offs[s->rows] != s->key_blob_len)
-        return emb_error_set(err, EMB_ECORRUPT,
-                             "keys_offs: last offset %llu does not match keys_blob length %llu",
-                             (unsigned long long)s->key_offs[s->rows],
-                             (unsigned long long)s->key_blob_len);
+        return emb_error_set(
+            err, EMB_ECORRUPT, "keys_offs: last offset %llu does not match keys_blob length %llu",
+            (unsigned long long)s->key_offs[s->rows], (unsigned long long)s->key_blob_len);
     for (uint64_t i = 0; i < s->rows; i++) {
         const char *k;
         size_t len;

@@ -15,7 +15,7 @@ void emb__decode_row(const emb_store *s, uint32_t codec, uint64_t id, float *out
 
 /* Heap score (higher is better; l2 as -|q - r|^2) of row r in codec for query q with squared
  * norm qn2: for rescoring candidates outside a scan. */
-float emb__score(const emb_store *s, uint32_t codec, emb_metric metric, const float *q,
-                 float qn2, uint64_t r);
+float emb__score(const emb_store *s, uint32_t codec, emb_metric metric, const float *q, float qn2,
+                 uint64_t r);
 
 #endif

@@ -58,10 +58,10 @@ struct emb_writer {
     uint64_t dup_keys;
     size_t stride_f32, stride_f16, stride_q1;
     uint8_t *f32_buf, *f16_buf, *q1_buf; /* one encoded row each; padding stays zero */
-    float *dec;       /* dim floats */
-    int failed;       /* first staging I/O error; the writer is unusable after it */
-    fid_acc fid[3];   /* f32, f16, q1 */
-    uint8_t *index;   /* the KEYS_HASH section once built */
+    float *dec;                          /* dim floats */
+    int failed;     /* first staging I/O error; the writer is unusable after it */
+    fid_acc fid[3]; /* f32, f16, q1 */
+    uint8_t *index; /* the KEYS_HASH section once built */
     size_t index_len;
 };
 
@@ -214,8 +214,7 @@ int emb_writer_open(emb_writer **out, const char *path, const emb_writer_opts *o
     w->f16_buf = calloc(1, w->stride_f16 + 1);
     w->q1_buf = calloc(1, w->stride_q1 + 1);
     w->dec = calloc(o->dim, sizeof *w->dec);
-    if (!w->path || !w->tmp_path || !pcopy || !w->f32_buf || !w->f16_buf || !w->q1_buf ||
-        !w->dec) {
+    if (!w->path || !w->tmp_path || !pcopy || !w->f32_buf || !w->f16_buf || !w->q1_buf || !w->dec) {
         free(pcopy);
         rc = emb_error_set(err, EMB_ENOMEM, "out of memory");
         goto fail;
@@ -307,8 +306,8 @@ static double norm_of(const float *x, uint32_t n)
     return sqrt(acc[0] + acc[1] + acc[2] + acc[3]);
 }
 
-int emb_writer_add(emb_writer *w, const float *vec, const uint8_t *q1, const char *key,
-                   size_t len, emb_error *err)
+int emb_writer_add(emb_writer *w, const float *vec, const uint8_t *q1, const char *key, size_t len,
+                   emb_error *err)
 {
     const uint32_t dim = w->o.dim;
     const emb_kernels *kn = emb_kernels_get();
@@ -594,25 +593,26 @@ int emb_writer_finish(emb_writer *w, const char *meta, size_t meta_len, emb_erro
     } plan[EMB_SEC_KIND_MAX];
     uint32_t n = 0;
     if (meta_len)
-        plan[n++] = (typeof(plan[0])){EMB_SEC_META, -1, meta, meta_len,
-                                      emb_crc32c(0, meta, meta_len), EMB_ALIGN};
+        plan[n++] = (typeof(plan[0])){
+            EMB_SEC_META, -1, meta, meta_len, emb_crc32c(0, meta, meta_len), EMB_ALIGN};
     static const struct {
         int stage;
         uint32_t kind;
         uint64_t align;
-    } staged[] = {{ST_NORMS, EMB_SEC_NORMS, EMB_ALIGN},  {ST_F32, EMB_SEC_ROWS_F32, ROW_ALIGN},
-                  {ST_F16, EMB_SEC_ROWS_F16, ROW_ALIGN}, {ST_Q1, EMB_SEC_ROWS_Q1, ROW_ALIGN},
+    } staged[] = {{ST_NORMS, EMB_SEC_NORMS, EMB_ALIGN},    {ST_F32, EMB_SEC_ROWS_F32, ROW_ALIGN},
+                  {ST_F16, EMB_SEC_ROWS_F16, ROW_ALIGN},   {ST_Q1, EMB_SEC_ROWS_Q1, ROW_ALIGN},
                   {ST_OFFS, EMB_SEC_KEYS_OFFS, EMB_ALIGN}, {ST_BLOB, EMB_SEC_KEYS_BLOB, EMB_ALIGN}};
     for (size_t i = 0; i < sizeof staged / sizeof staged[0]; i++) {
         stage *s = &w->st[staged[i].stage];
         if (s->fd < 0)
             continue;
-        plan[n++] = (typeof(plan[0])){staged[i].kind, staged[i].stage, NULL, s->bytes, s->crc,
-                                      staged[i].align};
+        plan[n++] = (typeof(plan[0])){staged[i].kind, staged[i].stage, NULL,
+                                      s->bytes,       s->crc,          staged[i].align};
     }
     if (w->index)
-        plan[n++] = (typeof(plan[0])){EMB_SEC_KEYS_HASH, -1, w->index, w->index_len,
-                                      emb_crc32c(0, w->index, w->index_len), EMB_ALIGN};
+        plan[n++] = (typeof(plan[0])){
+            EMB_SEC_KEYS_HASH, -1, w->index, w->index_len, emb_crc32c(0, w->index, w->index_len),
+            EMB_ALIGN};
 
     uint8_t head[sizeof(emb_header) + EMB_SEC_KIND_MAX * sizeof(emb_section)];
     memset(head, 0, sizeof head);
@@ -620,8 +620,8 @@ int emb_writer_finish(emb_writer *w, const char *meta, size_t meta_len, emb_erro
     uint64_t off = header_size;
     for (uint32_t i = 0; i < n; i++) {
         off = align_up(off, plan[i].align);
-        emb_section e = {.kind = plan[i].kind, .offset = off, .length = plan[i].len,
-                         .crc = plan[i].crc};
+        emb_section e = {
+            .kind = plan[i].kind, .offset = off, .length = plan[i].len, .crc = plan[i].crc};
         memcpy(head + sizeof(emb_header) + i * sizeof e, &e, sizeof e);
         off += plan[i].len;
     }

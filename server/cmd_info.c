@@ -56,10 +56,9 @@ static json_t *info_json(const char *path, const emb_store *s)
     for (uint32_t i = 0; i < h->section_count; i++) {
         const emb_section *e = &s->sections[i];
         snprintf(crc, sizeof crc, "%08x", e->crc);
-        json_array_append_new(secs, json_pack("{s:s, s:I, s:I, s:s}", "kind",
-                                              emb_section_name(e->kind), "offset",
-                                              (json_int_t)e->offset, "length",
-                                              (json_int_t)e->length, "crc32c", crc));
+        json_array_append_new(
+            secs, json_pack("{s:s, s:I, s:I, s:s}", "kind", emb_section_name(e->kind), "offset",
+                            (json_int_t)e->offset, "length", (json_int_t)e->length, "crc32c", crc));
     }
     json_object_set_new(o, "sections", secs);
     if (s->meta) {
@@ -99,7 +98,8 @@ static void info_text(const char *path, const emb_store *s)
         json_t *m = json_loadb(s->meta, s->meta_len, JSON_REJECT_DUPLICATES, &jerr);
         printf("metadata\n");
         if (m) {
-            char *txt = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(7));
+            char *txt =
+                json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(7));
             printf("%s\n", txt ? txt : "(out of memory)");
             free(txt);
             json_decref(m);

@@ -18,31 +18,32 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: embd pack INPUT -o OUT.emb [options]\n"
-            "\n"
-            "Converts an embedding table into an embd store, written atomically.\n"
-            "Inputs: .npy (f32/f16, C order), safetensors (F32/F16/BF16), GGUF (F32/F16/BF16/\n"
-            "Q1_0, tokens as keys), word2vec binary and text, fastText .vec, GloVe text, fvecs.\n"
-            "\n"
-            "options:\n"
-            "  -o, --output FILE      the store to write (required)\n"
-            "  -f, --format FMT       auto|npy|safetensors|gguf|word2vec|word2vec-text|glove|fvecs\n"
-            "                         (default auto: magic bytes, then extension, then content)\n"
-            "  -t, --tensor NAME      safetensors/GGUF tensor (default: the only 2-D tensor;\n"
-            "                         GGUF: token_embd.weight)\n"
-            "  -d, --dtype CODECS     f16 | q1 | f16+q1 | f32 | f32+q1 (default f16+q1)\n"
-            "  -k, --keys FILE        one key per line for inputs without keys (overrides the\n"
-            "                         input's own keys); line i is the key of input row i\n"
-            "  -n, --normalize        L2-normalise every row before encoding\n"
-            "  -m, --metric M         default metric stored and used for evaluation: cos|dot|l2\n"
-            "                         (default cos)\n"
-            "  -r, --rows A:B         keep input rows [A, B) only (a shard; B may be empty)\n"
-            "  -e, --eval-queries N   rows sampled to measure recall@10 (default 100, 0 = skip)\n"
-            "  -s, --seed N           seed of that sample (default 1)\n"
-            "  -j, --json             print the report (the stored metadata) as JSON on stdout\n"
-            "  -q, --quiet            no progress line\n"
-            "  -h, --help             this text\n");
+    fprintf(
+        out,
+        "usage: embd pack INPUT -o OUT.emb [options]\n"
+        "\n"
+        "Converts an embedding table into an embd store, written atomically.\n"
+        "Inputs: .npy (f32/f16, C order), safetensors (F32/F16/BF16), GGUF (F32/F16/BF16/\n"
+        "Q1_0, tokens as keys), word2vec binary and text, fastText .vec, GloVe text, fvecs.\n"
+        "\n"
+        "options:\n"
+        "  -o, --output FILE      the store to write (required)\n"
+        "  -f, --format FMT       auto|npy|safetensors|gguf|word2vec|word2vec-text|glove|fvecs\n"
+        "                         (default auto: magic bytes, then extension, then content)\n"
+        "  -t, --tensor NAME      safetensors/GGUF tensor (default: the only 2-D tensor;\n"
+        "                         GGUF: token_embd.weight)\n"
+        "  -d, --dtype CODECS     f16 | q1 | f16+q1 | f32 | f32+q1 (default f16+q1)\n"
+        "  -k, --keys FILE        one key per line for inputs without keys (overrides the\n"
+        "                         input's own keys); line i is the key of input row i\n"
+        "  -n, --normalize        L2-normalise every row before encoding\n"
+        "  -m, --metric M         default metric stored and used for evaluation: cos|dot|l2\n"
+        "                         (default cos)\n"
+        "  -r, --rows A:B         keep input rows [A, B) only (a shard; B may be empty)\n"
+        "  -e, --eval-queries N   rows sampled to measure recall@10 (default 100, 0 = skip)\n"
+        "  -s, --seed N           seed of that sample (default 1)\n"
+        "  -j, --json             print the report (the stored metadata) as JSON on stdout\n"
+        "  -q, --quiet            no progress line\n"
+        "  -h, --help             this text\n");
 }
 
 static int parse_codecs(const char *s, uint32_t *out)
@@ -170,14 +171,20 @@ static void print_summary(const emb_pack_opts *o, const emb_pack_report *r)
 
 int cmd_pack(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"output", required_argument, 0, 'o'},   {"format", required_argument, 0, 'f'},
-        {"tensor", required_argument, 0, 't'},   {"dtype", required_argument, 0, 'd'},
-        {"keys", required_argument, 0, 'k'},     {"normalize", no_argument, 0, 'n'},
-        {"metric", required_argument, 0, 'm'},   {"rows", required_argument, 0, 'r'},
-        {"eval-queries", required_argument, 0, 'e'}, {"seed", required_argument, 0, 's'},
-        {"json", no_argument, 0, 'j'},           {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"output", required_argument, 0, 'o'},
+                                             {"format", required_argument, 0, 'f'},
+                                             {"tensor", required_argument, 0, 't'},
+                                             {"dtype", required_argument, 0, 'd'},
+                                             {"keys", required_argument, 0, 'k'},
+                                             {"normalize", no_argument, 0, 'n'},
+                                             {"metric", required_argument, 0, 'm'},
+                                             {"rows", required_argument, 0, 'r'},
+                                             {"eval-queries", required_argument, 0, 'e'},
+                                             {"seed", required_argument, 0, 's'},
+                                             {"json", no_argument, 0, 'j'},
+                                             {"quiet", no_argument, 0, 'q'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
     emb_pack_opts o = {.codecs = EMB_CODEC_F16 | EMB_CODEC_Q1,
                        .metric = EMB_METRIC_COS,
                        .row_end = UINT64_MAX,

@@ -40,14 +40,16 @@ static int parse_vector(const char *s, float *out, uint32_t dim)
 {
     const char *p = s, *end = s + strlen(s);
     for (uint32_t i = 0; i < dim; i++) {
-        while (p < end && (*p == ' ' || *p == '[')) p++;
+        while (p < end && (*p == ' ' || *p == '['))
+            p++;
         const char *next = emb_parse_float(p, end, &out[i]);
         if (!next) {
             fprintf(stderr, "embd search: --vector: value %u is not a number\n", i);
             return -1;
         }
         p = next;
-        while (p < end && *p == ' ') p++;
+        while (p < end && *p == ' ')
+            p++;
         if (i + 1 < dim) {
             if (p >= end || *p != ',') {
                 fprintf(stderr, "embd search: --vector has %u values, the store has dim %u\n",
@@ -57,7 +59,8 @@ static int parse_vector(const char *s, float *out, uint32_t dim)
             p++;
         }
     }
-    while (p < end && (*p == ' ' || *p == ']')) p++;
+    while (p < end && (*p == ' ' || *p == ']'))
+        p++;
     if (p != end) {
         fprintf(stderr, "embd search: --vector has more than dim (%u) values\n", dim);
         return -1;
@@ -67,12 +70,16 @@ static int parse_vector(const char *s, float *out, uint32_t dim)
 
 int cmd_search(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"id", required_argument, 0, 'i'},     {"key", required_argument, 0, 'K'},
-        {"vector", required_argument, 0, 'v'}, {"k", required_argument, 0, 'k'},
-        {"metric", required_argument, 0, 'm'}, {"exact", no_argument, 0, 'x'},
-        {"oversample", required_argument, 0, 'o'}, {"json", no_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"id", required_argument, 0, 'i'},
+                                             {"key", required_argument, 0, 'K'},
+                                             {"vector", required_argument, 0, 'v'},
+                                             {"k", required_argument, 0, 'k'},
+                                             {"metric", required_argument, 0, 'm'},
+                                             {"exact", no_argument, 0, 'x'},
+                                             {"oversample", required_argument, 0, 'o'},
+                                             {"json", no_argument, 0, 'j'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
     const char *id_s = NULL, *key = NULL, *vec_s = NULL, *metric_s = NULL;
     unsigned long long v, k = 10, os = 0, id = 0;
     int exact = 0, json = 0, c;
@@ -118,8 +125,8 @@ int cmd_search(int argc, char **argv)
     float *q = malloc((size_t)s->dim * sizeof *q);
     emb_hit *hits = malloc((size_t)EMB_MAX_K * sizeof *hits);
     emb_scratch *sc = emb_scratch_new(s->dim, (uint32_t)k * EMB_MAX_OVERSAMPLE);
-    emb_search_params p = {.metric = s->metric, .k = (uint32_t)k, .oversample = (uint32_t)os,
-                           .exact = exact};
+    emb_search_params p = {
+        .metric = s->metric, .k = (uint32_t)k, .oversample = (uint32_t)os, .exact = exact};
     if (!q || !hits || !sc) {
         fprintf(stderr, "embd search: out of memory\n");
         goto out;
