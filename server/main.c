@@ -21,6 +21,7 @@ static const subcommand subcommands[] = {
     {"info", cmd_info, "describe a store: header, sections, codecs, keys, metadata"},
     {"verify", cmd_verify, "check every section and checksum of a store"},
     {"search", cmd_search, "nearest neighbours of a row, a key or a vector"},
+    {"serve", cmd_serve, "serve stores over HTTP/JSON"},
     {"gen", cmd_gen, "generate demo and benchmark data (clustered vectors, readable keys)"},
 };
 

@@ -1,0 +1,1186 @@
+/*
+ * api.c - the endpoints of embd serve (the contract is proto/openapi.yaml).
+ *
+ * Loop thread: routing by srv_route, JSON request decoding with jansson (JSON_REJECT_DUPLICATES,
+ * exact body length) into plain C structs, and the cheap answers (health, tables, one row,
+ * small gathers). Worker threads: searches and large gathers, encoded with jsonw (never
+ * jansson). A job holds a reference to its table, so a reload during the job is harmless.
+ *
+ * Status codes: 400 malformed JSON or a wrong type; 404 unknown table, id or key; 413 body too
+ * large (http.c); 415 a body that is not application/json; 422 valid JSON with bad values
+ * (dimension, k, non-finite numbers, negative or overflowing ids, empty or oversized batches).
+ */
+#include "api.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "emb_kernels.h"
+#include "jsonw.h"
+#include "jsonutil.h"
+
+extern atomic_int srv_draining;
+extern const char srv_openapi_yaml[];
+extern const unsigned long srv_openapi_yaml_len;
+
+#define INLINE_GATHER_VALUES 16384u /* gathers up to this many values are encoded on the loop */
+
+/* ---- small helpers ---- */
+
+static void reply_body(srv_reply *r, unsigned status, const char *ctype, char *body, size_t len)
+{
+    r->status = status;
+    r->content_type = ctype;
+    r->body = body;
+    r->len = len;
+}
+
+static void reply_jsonw(srv_reply *r, jsonw *w)
+{
+    size_t len;
+    char *b = jsonw_steal(w, &len);
+    if (!b) {
+        srv_reply_problem(r, 500, "internal", "out of memory encoding the response");
+        return;
+    }
+    reply_body(r, 200, "application/json", b, len);
+}
+
+static void reply_json(srv_reply *r, json_t *j)
+{
+    char *b = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+    json_decref(j);
+    if (!b) {
+        srv_reply_problem(r, 500, "internal", "out of memory encoding the response");
+        return;
+    }
+    reply_body(r, 200, "application/json", b, strlen(b));
+}
+
+static srv_table *table_or_404(const srv_api_request *q, srv_reply *r)
+{
+    srv_table *t = srv_table_get(q->table, q->table_len);
+    if (!t)
+        srv_reply_problem(r, 404, "table-not-found", "no table named '%.*s'",
+                          (int)(q->table_len > 200 ? 200 : q->table_len), q->table);
+    return t;
+}
+
+typedef enum { ENC_JSON, ENC_B64_F32, ENC_B64_F16 } vec_encoding;
+
+/* Parses encoding/dtype (from the query string or the body). Returns 0 or 422 in r. */
+static int parse_encoding(const char *enc, const char *dtype, vec_encoding *out, srv_reply *r)
+{
+    if (!enc || !strcmp(enc, "json")) {
+        if (dtype && strcmp(dtype, "f32")) {
+            srv_reply_problem(r, 422, "invalid-value", "dtype '%s' applies to base64 encoding only",
+                              dtype);
+            return -1;
+        }
+        *out = ENC_JSON;
+        return 0;
+    }
+    if (strcmp(enc, "base64")) {
+        srv_reply_problem(r, 422, "invalid-value", "encoding must be 'json' or 'base64'");
+        return -1;
+    }
+    if (!dtype || !strcmp(dtype, "f32"))
+        *out = ENC_B64_F32;
+    else if (!strcmp(dtype, "f16"))
+        *out = ENC_B64_F16;
+    else {
+        srv_reply_problem(r, 422, "invalid-value", "dtype must be 'f32' or 'f16'");
+        return -1;
+    }
+    return 0;
+}
+
+/* Appends row values (dim floats in v) in the chosen encoding. Any thread. */
+static void put_vector(jsonw *w, const float *v, uint32_t dim, vec_encoding enc, uint16_t *tmp16)
+{
+    if (enc == ENC_JSON) {
+        jsonw_float_array(w, v, dim);
+    } else if (enc == ENC_B64_F32) {
+        jsonw_base64(w, v, (size_t)dim * 4);
+    } else {
+        emb_kernels_get()->f32_to_f16(v, tmp16, dim);
+        jsonw_base64(w, tmp16, (size_t)dim * 2);
+    }
+}
+
+static void put_key(jsonw *w, const emb_store *s, uint64_t id)
+{
+    const char *k;
+    size_t len;
+    if (emb_store_key(s, id, &k, &len) == 0)
+        jsonw_string(w, k, len);
+    else
+        jsonw_cstr(w, "null");
+}
+
+/* ---- tables ---- */
+
+static json_t *table_json(const srv_table *t)
+{
+    const emb_store *s = t->store;
+    json_t *codecs = json_array();
+    if (s->codecs & EMB_CODEC_F32)
+        json_array_append_new(codecs, json_string("f32"));
+    if (s->codecs & EMB_CODEC_F16)
+        json_array_append_new(codecs, json_string("f16"));
+    if (s->codecs & EMB_CODEC_Q1)
+        json_array_append_new(codecs, json_string("q1"));
+    char crc[16];
+    snprintf(crc, sizeof crc, "%08x", s->checksum);
+    json_t *meta = NULL;
+    if (s->meta) {
+        json_error_t e;
+        meta = json_loadb(s->meta, s->meta_len, JSON_REJECT_DUPLICATES, &e);
+        if (meta && !json_is_object(meta)) {
+            json_decref(meta);
+            meta = NULL;
+        }
+    }
+    return json_pack("{s:s, s:I, s:i, s:o, s:s, s:b, s:s, s:i, s:b, s:o}", "name", t->name, "rows",
+                     (json_int_t)s->rows, "dim", (int)s->dim, "codecs", codecs, "metric",
+                     emb_metric_name(s->metric), "keys", s->key_offs != NULL, "checksum", crc,
+                     "oversample_default", (int)t->oversample, "normalized",
+                     (s->flags & EMB_FLAG_NORMALIZED) != 0, "metadata",
+                     meta ? meta : json_object());
+}
+
+static void get_tables(srv_reply *r)
+{
+    size_t n;
+    srv_table **all = srv_tables_all(&n);
+    if (!all) {
+        srv_reply_problem(r, 500, "internal", "out of memory");
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(arr, table_json(all[i]));
+        srv_table_put(all[i]);
+    }
+    free(all);
+    reply_json(r, json_pack("{s:o}", "tables", arr));
+}
+
+static void get_table(const srv_api_request *q, srv_reply *r)
+{
+    srv_table *t = table_or_404(q, r);
+    if (!t)
+        return;
+    reply_json(r, table_json(t));
+    snprintf(r->etag, sizeof r->etag, "%s", t->etag);
+    srv_table_put(t);
+}
+
+/* ---- one row ---- */
+
+/* Parses a decimal id: 0 ok, -1 not a non-negative integer below 2^63. */
+static int parse_id(const char *s, size_t n, uint64_t *out)
+{
+    if (n == 0 || n > 19)
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (v > (uint64_t)INT64_MAX)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void get_row(const srv_api_request *q, srv_reply *r)
+{
+    vec_encoding enc;
+    if (parse_encoding(q->encoding, q->dtype, &enc, r) != 0)
+        return;
+    srv_table *t = table_or_404(q, r);
+    if (!t)
+        return;
+    const emb_store *s = t->store;
+    uint64_t id;
+    if (q->route == SRV_ROUTE_ROW) {
+        if (parse_id(q->item, q->item_len, &id) != 0) {
+            srv_reply_problem(r, 422, "invalid-value", "row id must be an integer in 0..2^63-1");
+            goto out;
+        }
+        if (id >= s->rows) {
+            srv_reply_problem(r, 404, "row-not-found", "table '%s' has rows 0..%llu; no row %llu",
+                              t->name, (unsigned long long)s->rows - 1, (unsigned long long)id);
+            goto out;
+        }
+    } else {
+        int rc = emb_store_find(s, q->item, q->item_len, &id);
+        if (rc) {
+            srv_reply_problem(r, 404, "key-not-found", "%s",
+                              !s->key_offs ? "this table has no keys" : "no row with this key");
+            goto out;
+        }
+    }
+    float *v = malloc((size_t)s->dim * 6);
+    if (!v) {
+        srv_reply_problem(r, 500, "internal", "out of memory");
+        goto out;
+    }
+    emb_store_row(s, id, v);
+    jsonw w;
+    jsonw_init(&w, (size_t)s->dim * 16 + 128);
+    jsonw_cstr(&w, "{\"id\":");
+    jsonw_u64(&w, id);
+    jsonw_cstr(&w, ",\"key\":");
+    put_key(&w, s, id);
+    jsonw_cstr(&w, ",\"vector\":");
+    put_vector(&w, v, s->dim, enc, (uint16_t *)(v + s->dim));
+    jsonw_char(&w, '}');
+    free(v);
+    reply_jsonw(r, &w);
+    snprintf(r->etag, sizeof r->etag, "%s", t->etag);
+    srv_metrics_rows_gathered(t->metrics_slot, 1);
+out:
+    srv_table_put(t);
+}
+
+/* ---- request bodies ---- */
+
+/* Decodes the body as one JSON object; on failure fills r (400/415/422) and returns NULL. */
+static json_t *parse_body(const srv_api_request *q, srv_reply *r)
+{
+    if (q->content_type && strncasecmp(q->content_type, "application/json", 16) != 0) {
+        srv_reply_problem(r, 415, "unsupported-media-type",
+                          "Content-Type must be application/json");
+        return NULL;
+    }
+    json_error_t e;
+    json_t *j = json_loadb(q->body, q->body_len, JSON_REJECT_DUPLICATES, &e);
+    if (!j) {
+        int range = strstr(e.text, "overflow") || strstr(e.text, "too big");
+        srv_reply_problem(r, range ? 422 : 400, range ? "non-finite" : "malformed-json",
+                          "%s at line %d column %d", e.text, e.line, e.column);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        srv_reply_problem(r, 400, "wrong-type", "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* Reads an optional string member; returns 0 (absent: *out NULL) or -1 with 400 in r. */
+static int opt_string(json_t *o, const char *name, const char **out, srv_reply *r)
+{
+    json_t *v = json_object_get(o, name);
+    *out = NULL;
+    if (!v)
+        return 0;
+    if (!json_is_string(v)) {
+        srv_reply_problem(r, 400, "wrong-type", "'%s' must be a string", name);
+        return -1;
+    }
+    *out = json_string_value(v);
+    return 0;
+}
+
+static int opt_bool(json_t *o, const char *name, int *out, srv_reply *r)
+{
+    json_t *v = json_object_get(o, name);
+    if (!v)
+        return 0;
+    if (!json_is_boolean(v)) {
+        srv_reply_problem(r, 400, "wrong-type", "'%s' must be true or false", name);
+        return -1;
+    }
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* Reads an optional integer member within [lo, hi]. */
+static int opt_int(json_t *o, const char *name, json_int_t lo, json_int_t hi, json_int_t *out,
+                   srv_reply *r)
+{
+    json_t *v = json_object_get(o, name);
+    if (!v)
+        return 0;
+    if (!json_is_integer(v)) {
+        srv_reply_problem(r, 400, "wrong-type", "'%s' must be an integer", name);
+        return -1;
+    }
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > hi) {
+        srv_reply_problem(r, 422, "invalid-value", "'%s' must be in %lld..%lld", name,
+                          (long long)lo, (long long)hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* Rejects members this endpoint does not know (a typo must not be silently ignored). */
+static int known_members(json_t *o, const char *const *names, srv_reply *r)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v)
+    {
+        int ok = 0;
+        for (size_t i = 0; names[i]; i++)
+            if (!strcmp(key, names[i]))
+                ok = 1;
+        if (!ok) {
+            srv_reply_problem(r, 422, "invalid-value", "unknown member '%s'", key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Converts a JSON vector (array of numbers, or a base64 string under enc) to dim floats. */
+static int parse_vector(json_t *v, const char *what, uint32_t dim, vec_encoding enc, float *out,
+                        srv_reply *r)
+{
+    if (json_is_string(v)) {
+        if (enc == ENC_JSON) {
+            srv_reply_problem(r, 400, "wrong-type",
+                              "'%s' is a string: set \"encoding\": \"base64\"", what);
+            return -1;
+        }
+        size_t len = json_string_length(v), want = (size_t)dim * (enc == ENC_B64_F16 ? 2 : 4);
+        if (len != (want + 2) / 3 * 4) {
+            srv_reply_problem(r, 422, "wrong-dimension",
+                              "'%s' has %zu base64 characters; dim %u needs %zu", what, len, dim,
+                              (want + 2) / 3 * 4);
+            return -1;
+        }
+        uint8_t *bytes = malloc(len / 4 * 3 + 4);
+        if (!bytes) {
+            srv_reply_problem(r, 500, "internal", "out of memory");
+            return -1;
+        }
+        long n = srv_base64_decode(json_string_value(v), len, bytes);
+        if (n != (long)want) {
+            free(bytes);
+            srv_reply_problem(r, 422, "invalid-value", "'%s' is not valid base64 of %zu bytes",
+                              what, want);
+            return -1;
+        }
+        if (enc == ENC_B64_F16)
+            emb_kernels_get()->f16_to_f32((const uint16_t *)bytes, out, dim);
+        else
+            memcpy(out, bytes, want);
+        free(bytes);
+    } else if (json_is_array(v)) {
+        if (json_array_size(v) != dim) {
+            srv_reply_problem(r, 422, "wrong-dimension",
+                              "'%s' has %zu values; the table's dim is %u", what,
+                              json_array_size(v), dim);
+            return -1;
+        }
+        for (uint32_t i = 0; i < dim; i++) {
+            json_t *x = json_array_get(v, i);
+            if (!json_is_number(x)) {
+                srv_reply_problem(r, 400, "wrong-type", "'%s'[%u] is not a number", what, i);
+                return -1;
+            }
+            out[i] = (float)json_number_value(x);
+        }
+    } else {
+        srv_reply_problem(r, 400, "wrong-type",
+                          "'%s' must be an array of numbers or a base64 string", what);
+        return -1;
+    }
+    for (uint32_t i = 0; i < dim; i++)
+        if (!isfinite(out[i])) {
+            srv_reply_problem(r, 422, "non-finite", "'%s'[%u] is not a finite float32", what, i);
+            return -1;
+        }
+    return 0;
+}
+
+/* Resolves "ids" (integers) or "keys" (strings) to row ids; missing ones get UINT64_MAX. */
+static int parse_refs(json_t *arr, int keys, const srv_table *t, uint32_t max_batch,
+                      uint64_t **ids_out, size_t *n_out, srv_reply *r)
+{
+    const char *what = keys ? "keys" : "ids";
+    if (!json_is_array(arr)) {
+        srv_reply_problem(r, 400, "wrong-type", "'%s' must be an array", what);
+        return -1;
+    }
+    size_t n = json_array_size(arr);
+    if (n == 0 || n > max_batch) {
+        srv_reply_problem(r, 422, "batch-too-large",
+                          "'%s' must hold 1..%u items (--max-batch), not %zu", what, max_batch, n);
+        return -1;
+    }
+    uint64_t *ids = malloc(n * sizeof *ids);
+    if (!ids) {
+        srv_reply_problem(r, 500, "internal", "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_array_get(arr, i);
+        if (keys) {
+            if (!json_is_string(x)) {
+                free(ids);
+                srv_reply_problem(r, 400, "wrong-type", "keys[%zu] is not a string", i);
+                return -1;
+            }
+            uint64_t id;
+            ids[i] = emb_store_find(t->store, json_string_value(x), json_string_length(x), &id)
+                         ? UINT64_MAX
+                         : id;
+        } else {
+            if (!json_is_integer(x)) {
+                free(ids);
+                srv_reply_problem(r, 400, "wrong-type", "ids[%zu] is not an integer", i);
+                return -1;
+            }
+            json_int_t v = json_integer_value(x);
+            if (v < 0) {
+                free(ids);
+                srv_reply_problem(r, 422, "invalid-value", "ids[%zu] is negative", i);
+                return -1;
+            }
+            ids[i] = (uint64_t)v < t->store->rows ? (uint64_t)v : UINT64_MAX;
+        }
+    }
+    *ids_out = ids;
+    *n_out = n;
+    return 0;
+}
+
+/* ---- gather ---- */
+
+typedef struct gather_work {
+    srv_table *t;
+    uint64_t *ids;
+    size_t n;
+    int pool; /* 0 none, 1 mean, 2 sum */
+    float *weights;
+    vec_encoding enc;
+    int binary;
+} gather_work;
+
+static void gather_free(gather_work *g)
+{
+    if (!g)
+        return;
+    srv_table_put(g->t);
+    free(g->ids);
+    free(g->weights);
+    free(g);
+}
+
+static void put_missing(jsonw *w, const gather_work *g)
+{
+    jsonw_cstr(w, "\"missing\":[");
+    int first = 1;
+    for (size_t i = 0; i < g->n; i++)
+        if (g->ids[i] == UINT64_MAX) {
+            if (!first)
+                jsonw_char(w, ',');
+            jsonw_u64(w, i);
+            first = 0;
+        }
+    jsonw_char(w, ']');
+}
+
+/* Encodes the gather answer into r. Any thread. */
+static void gather_run(gather_work *g, srv_reply *r)
+{
+    const emb_store *s = g->t->store;
+    const uint32_t dim = s->dim;
+    float *v = malloc((size_t)dim * 4 * 2 + (size_t)dim * 2);
+    if (!v) {
+        srv_reply_problem(r, 500, "internal", "out of memory");
+        return;
+    }
+    float *acc = v + dim;
+    uint16_t *tmp16 = (uint16_t *)(acc + dim);
+    uint64_t found = 0;
+    if (g->binary) {
+        size_t esz = g->enc == ENC_B64_F16 ? 2 : 4, n = g->pool ? 1 : g->n;
+        size_t len = 16 + n * dim * esz;
+        uint8_t *b = calloc(1, len);
+        if (!b) {
+            free(v);
+            srv_reply_problem(r, 500, "internal", "out of memory");
+            return;
+        }
+        memcpy(b, "EMBG", 4);
+        uint32_t hdr[3] = {(uint32_t)n, dim, esz == 2 ? 1u : 0u};
+        memcpy(b + 4, hdr, sizeof hdr);
+        memset(acc, 0, (size_t)dim * 4);
+        double wsum = 0;
+        for (size_t i = 0; i < g->n; i++) {
+            if (g->ids[i] == UINT64_MAX)
+                continue;
+            emb_store_row(s, g->ids[i], v);
+            found++;
+            if (g->pool) {
+                float wi = g->weights ? g->weights[i] : 1.0f;
+                wsum += wi;
+                for (uint32_t j = 0; j < dim; j++)
+                    acc[j] += wi * v[j];
+            } else if (esz == 4) {
+                memcpy(b + 16 + i * dim * 4, v, (size_t)dim * 4);
+            } else {
+                emb_kernels_get()->f32_to_f16(v, (uint16_t *)(b + 16 + i * dim * 2), dim);
+            }
+        }
+        if (g->pool) {
+            if (g->pool == 1 && wsum != 0)
+                for (uint32_t j = 0; j < dim; j++)
+                    acc[j] = (float)(acc[j] / wsum);
+            if (esz == 4)
+                memcpy(b + 16, acc, (size_t)dim * 4);
+            else
+                emb_kernels_get()->f32_to_f16(acc, (uint16_t *)(b + 16), dim);
+        }
+        reply_body(r, 200, "application/octet-stream", (char *)b, len);
+        jsonw m;
+        jsonw_init(&m, 64);
+        int first = 1;
+        for (size_t i = 0; i < g->n; i++)
+            if (g->ids[i] == UINT64_MAX) {
+                if (!first)
+                    jsonw_char(&m, ',');
+                jsonw_u64(&m, i);
+                first = 0;
+            }
+        size_t ml;
+        snprintf(r->extra_name, sizeof r->extra_name, "X-Embd-Missing");
+        r->extra_value = jsonw_steal(&m, &ml);
+    } else {
+        jsonw w;
+        size_t per = g->enc == ENC_JSON ? (size_t)dim * 14 : (size_t)dim * 6;
+        jsonw_init(&w, (g->pool ? 1 : g->n) * (per + 4) + g->n * 8 + 64);
+        if (g->pool) {
+            memset(acc, 0, (size_t)dim * 4);
+            double wsum = 0;
+            for (size_t i = 0; i < g->n; i++) {
+                if (g->ids[i] == UINT64_MAX)
+                    continue;
+                emb_store_row(s, g->ids[i], v);
+                found++;
+                float wi = g->weights ? g->weights[i] : 1.0f;
+                wsum += wi;
+                for (uint32_t j = 0; j < dim; j++)
+                    acc[j] += wi * v[j];
+            }
+            jsonw_cstr(&w, "{\"vector\":");
+            if (!found) {
+                jsonw_cstr(&w, "null");
+            } else {
+                if (g->pool == 1 && wsum != 0)
+                    for (uint32_t j = 0; j < dim; j++)
+                        acc[j] = (float)(acc[j] / wsum);
+                put_vector(&w, acc, dim, g->enc, tmp16);
+            }
+        } else {
+            jsonw_cstr(&w, "{\"vectors\":[");
+            for (size_t i = 0; i < g->n; i++) {
+                if (i)
+                    jsonw_char(&w, ',');
+                if (g->ids[i] == UINT64_MAX) {
+                    jsonw_cstr(&w, "null");
+                    continue;
+                }
+                emb_store_row(s, g->ids[i], v);
+                found++;
+                put_vector(&w, v, dim, g->enc, tmp16);
+            }
+            jsonw_char(&w, ']');
+        }
+        jsonw_char(&w, ',');
+        put_missing(&w, g);
+        jsonw_char(&w, '}');
+        reply_jsonw(r, &w);
+    }
+    srv_metrics_rows_gathered(g->t->metrics_slot, found);
+    free(v);
+}
+
+static int post_gather(const srv_config *cfg, const srv_api_request *q, srv_reply *r,
+                       gather_work **out)
+{
+    static const char *const members[] = {"ids",     "keys",     "on_missing", "pool",
+                                          "weights", "encoding", "dtype",      NULL};
+    json_t *j = parse_body(q, r);
+    if (!j)
+        return -1;
+    gather_work *g = calloc(1, sizeof *g);
+    const char *on_missing, *pool, *enc, *dtype;
+    json_t *ids = json_object_get(j, "ids"), *keys = json_object_get(j, "keys");
+    if (!g) {
+        srv_reply_problem(r, 500, "internal", "out of memory");
+        goto fail;
+    }
+    if (known_members(j, members, r) || opt_string(j, "on_missing", &on_missing, r) ||
+        opt_string(j, "pool", &pool, r) || opt_string(j, "encoding", &enc, r) ||
+        opt_string(j, "dtype", &dtype, r) || parse_encoding(enc, dtype, &g->enc, r))
+        goto fail;
+    if (!!ids == !!keys) {
+        srv_reply_problem(r, 422, "invalid-value", "give exactly one of 'ids' and 'keys'");
+        goto fail;
+    }
+    if (on_missing && strcmp(on_missing, "null") && strcmp(on_missing, "error")) {
+        srv_reply_problem(r, 422, "invalid-value", "'on_missing' must be 'null' or 'error'");
+        goto fail;
+    }
+    if (pool && strcmp(pool, "mean") && strcmp(pool, "sum")) {
+        srv_reply_problem(r, 422, "invalid-value", "'pool' must be 'mean' or 'sum'");
+        goto fail;
+    }
+    g->pool = !pool ? 0 : !strcmp(pool, "mean") ? 1 : 2;
+    if (!(g->t = table_or_404(q, r)))
+        goto fail;
+    if (parse_refs(ids ? ids : keys, keys != NULL, g->t, cfg->max_batch, &g->ids, &g->n, r))
+        goto fail;
+    json_t *wj = json_object_get(j, "weights");
+    if (wj) {
+        if (!g->pool) {
+            srv_reply_problem(r, 422, "invalid-value", "'weights' needs 'pool'");
+            goto fail;
+        }
+        if (!json_is_array(wj) || json_array_size(wj) != g->n) {
+            srv_reply_problem(r, json_is_array(wj) ? 422 : 400,
+                              json_is_array(wj) ? "invalid-value" : "wrong-type",
+                              "'weights' must be an array of %zu numbers", g->n);
+            goto fail;
+        }
+        if (!(g->weights = malloc(g->n * sizeof *g->weights))) {
+            srv_reply_problem(r, 500, "internal", "out of memory");
+            goto fail;
+        }
+        for (size_t i = 0; i < g->n; i++) {
+            json_t *x = json_array_get(wj, i);
+            if (!json_is_number(x)) {
+                srv_reply_problem(r, 400, "wrong-type", "weights[%zu] is not a number", i);
+                goto fail;
+            }
+            g->weights[i] = (float)json_number_value(x);
+            if (!isfinite(g->weights[i])) {
+                srv_reply_problem(r, 422, "non-finite", "weights[%zu] is not a finite float32", i);
+                goto fail;
+            }
+        }
+    }
+    if (on_missing && !strcmp(on_missing, "error"))
+        for (size_t i = 0; i < g->n; i++)
+            if (g->ids[i] == UINT64_MAX) {
+                json_t *x = json_array_get(ids ? ids : keys, i);
+                if (keys)
+                    srv_reply_problem(r, 404, "key-not-found",
+                                      "keys[%zu] ('%.200s') is not in table '%s'", i,
+                                      json_string_value(x), g->t->name);
+                else
+                    srv_reply_problem(r, 404, "row-not-found",
+                                      "ids[%zu] (%lld) is not a row of table '%s'", i,
+                                      (long long)json_integer_value(x), g->t->name);
+                goto fail;
+            }
+    g->binary = q->accept_binary;
+    json_decref(j);
+    *out = g;
+    return 0;
+fail:
+    gather_free(g);
+    json_decref(j);
+    return -1;
+}
+
+/* ---- search ---- */
+
+typedef struct search_work {
+    srv_table *t;
+    float *queries; /* nq x dim */
+    uint32_t nq;
+    int batch; /* answer with a list per query */
+    emb_search_params p;
+    uint64_t *exclude; /* sorted, deduplicated */
+    uint64_t self;     /* a query by id/key: that row (also in exclude) */
+    int include_vectors;
+    vec_encoding enc;
+} search_work;
+
+static void search_free(search_work *w)
+{
+    if (!w)
+        return;
+    srv_table_put(w->t);
+    free(w->queries);
+    free(w->exclude);
+    free(w);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Per worker thread: reused scratch, so no query allocates once a thread is warm. */
+static __thread emb_scratch *tl_scratch;
+static __thread emb_batch_scratch *tl_batch;
+static __thread uint32_t tl_dim, tl_batch_dim, tl_batch_n;
+static __thread emb_hit *tl_hits;
+static __thread uint32_t *tl_counts;
+
+static void put_hits(jsonw *w, const search_work *sw, const emb_hit *h, uint32_t n, float *v,
+                     uint16_t *tmp16)
+{
+    const emb_store *s = sw->t->store;
+    jsonw_char(w, '[');
+    for (uint32_t i = 0; i < n; i++) {
+        if (i)
+            jsonw_char(w, ',');
+        jsonw_cstr(w, "{\"id\":");
+        jsonw_u64(w, h[i].id);
+        jsonw_cstr(w, ",\"key\":");
+        put_key(w, s, h[i].id);
+        jsonw_cstr(w, ",\"score\":");
+        jsonw_float(w, h[i].score);
+        if (sw->include_vectors) {
+            jsonw_cstr(w, ",\"vector\":");
+            emb_store_row(s, h[i].id, v);
+            put_vector(w, v, s->dim, sw->enc, tmp16);
+        }
+        jsonw_char(w, '}');
+    }
+    jsonw_char(w, ']');
+}
+
+static void search_run(search_work *sw, srv_reply *r, const srv_config *cfg)
+{
+    const emb_store *s = sw->t->store;
+    const uint32_t dim = s->dim;
+    if (sw->nq == 1) {
+        if (!tl_scratch || tl_dim != dim) {
+            emb_scratch_free(tl_scratch);
+            tl_scratch = emb_scratch_new(dim, cfg->max_k * EMB_MAX_OVERSAMPLE);
+            tl_dim = dim;
+        }
+    } else if (!tl_batch || tl_batch_dim != dim || tl_batch_n < cfg->max_batch) {
+        emb_batch_scratch_free(tl_batch);
+        tl_batch = emb_batch_scratch_new(dim, cfg->max_batch, cfg->max_k * EMB_MAX_OVERSAMPLE);
+        tl_batch_dim = dim;
+        tl_batch_n = cfg->max_batch;
+    }
+    if (!tl_hits) {
+        tl_hits = malloc((size_t)cfg->max_batch * cfg->max_k * sizeof *tl_hits);
+        tl_counts = malloc((size_t)cfg->max_batch * sizeof *tl_counts);
+    }
+    float *v = malloc((size_t)dim * 6);
+    if ((sw->nq == 1 ? !tl_scratch : !tl_batch) || !tl_hits || !tl_counts || !v) {
+        free(v);
+        srv_reply_problem(r, 500, "internal", "out of memory for search scratch");
+        return;
+    }
+    int rc;
+    if (sw->nq == 1) {
+        rc = emb_search(s, sw->queries, &sw->p, tl_scratch, tl_hits);
+        if (rc >= 0) {
+            tl_counts[0] = (uint32_t)rc;
+            rc = 0;
+        }
+    } else {
+        rc = emb_search_batch(s, sw->queries, sw->nq, &sw->p, NULL, tl_batch, tl_hits, tl_counts);
+    }
+    if (rc < 0) {
+        free(v);
+        srv_reply_problem(r, 422, "invalid-value", "search failed: %s", emb_strerror(rc));
+        return;
+    }
+    int two_stage =
+        !sw->p.exact && (s->codecs & EMB_CODEC_Q1) && emb_store_primary_codec(s) != EMB_CODEC_Q1;
+    srv_metrics_rows_scanned(sw->t->metrics_slot, s->rows * sw->nq);
+    srv_metrics_search(sw->t->metrics_slot, two_stage);
+    jsonw w;
+    jsonw_init(&w, (size_t)sw->nq * sw->p.k * (sw->include_vectors ? dim * 14 + 80 : 80) + 128);
+    jsonw_cstr(&w, "{\"results\":");
+    if (sw->batch)
+        jsonw_char(&w, '[');
+    for (uint32_t i = 0; i < sw->nq; i++) {
+        if (i)
+            jsonw_char(&w, ',');
+        put_hits(&w, sw, tl_hits + (size_t)i * sw->p.k, tl_counts[i], v, (uint16_t *)(v + dim));
+    }
+    if (sw->batch)
+        jsonw_char(&w, ']');
+    jsonw_cstr(&w, ",\"metric\":\"");
+    jsonw_cstr(&w, emb_metric_name(sw->p.metric));
+    jsonw_cstr(&w, "\",\"k\":");
+    jsonw_u64(&w, sw->p.k);
+    jsonw_cstr(&w, two_stage ? ",\"mode\":\"two_stage\"}" : ",\"mode\":\"exact\"}");
+    free(v);
+    reply_jsonw(r, &w);
+}
+
+static int post_search(const srv_config *cfg, const srv_api_request *q, srv_reply *r,
+                       search_work **out)
+{
+    static const char *const members[] = {
+        "vector",  "id",         "key",      "ids",         "keys",
+        "vectors", "k",          "metric",   "exclude_ids", "include_vectors",
+        "exact",   "oversample", "encoding", "dtype",       NULL};
+    static const char *const queries[] = {"vector", "id", "key", "ids", "keys", "vectors"};
+    json_t *j = parse_body(q, r);
+    if (!j)
+        return -1;
+    search_work *sw = calloc(1, sizeof *sw);
+    const char *metric, *enc, *dtype;
+    json_int_t k = 10, os = 0;
+    uint64_t *refs = NULL;
+    size_t n_refs = 0;
+    if (!sw) {
+        srv_reply_problem(r, 500, "internal", "out of memory");
+        goto fail;
+    }
+    sw->self = UINT64_MAX;
+    if (known_members(j, members, r) || opt_string(j, "metric", &metric, r) ||
+        opt_string(j, "encoding", &enc, r) || opt_string(j, "dtype", &dtype, r) ||
+        parse_encoding(enc, dtype, &sw->enc, r) || opt_int(j, "k", 1, cfg->max_k, &k, r) ||
+        opt_int(j, "oversample", 1, EMB_MAX_OVERSAMPLE, &os, r) ||
+        opt_bool(j, "exact", &sw->p.exact, r) ||
+        opt_bool(j, "include_vectors", &sw->include_vectors, r))
+        goto fail;
+    const char *which = NULL;
+    int nwhich = 0;
+    for (size_t i = 0; i < sizeof queries / sizeof queries[0]; i++)
+        if (json_object_get(j, queries[i])) {
+            which = queries[i];
+            nwhich++;
+        }
+    if (nwhich != 1) {
+        srv_reply_problem(r, 422, "invalid-value",
+                          "give exactly one query: vector, id, key, ids, keys or vectors");
+        goto fail;
+    }
+    if (!(sw->t = table_or_404(q, r)))
+        goto fail;
+    const emb_store *s = sw->t->store;
+    sw->p.metric = s->metric;
+    if (metric && emb_metric_parse(metric, &sw->p.metric) != 0) {
+        srv_reply_problem(r, 422, "invalid-value", "'metric' must be cos, dot or l2");
+        goto fail;
+    }
+    sw->p.k = (uint32_t)k;
+    sw->p.oversample = os ? (uint32_t)os : sw->t->oversample;
+    json_t *qv = json_object_get(j, which);
+    sw->nq = 1;
+    if (!strcmp(which, "vectors")) {
+        if (!json_is_array(qv)) {
+            srv_reply_problem(r, 400, "wrong-type", "'vectors' must be an array of vectors");
+            goto fail;
+        }
+        size_t n = json_array_size(qv);
+        if (n == 0 || n > cfg->max_batch) {
+            srv_reply_problem(r, 422, "batch-too-large",
+                              "'vectors' must hold 1..%u vectors, not %zu", cfg->max_batch, n);
+            goto fail;
+        }
+        sw->nq = (uint32_t)n;
+        sw->batch = 1;
+    }
+    sw->queries = malloc((size_t)sw->nq * s->dim * sizeof *sw->queries);
+    if (!sw->queries) {
+        srv_reply_problem(r, 500, "internal", "out of memory");
+        goto fail;
+    }
+    if (!strcmp(which, "vector")) {
+        if (parse_vector(qv, "vector", s->dim, sw->enc, sw->queries, r))
+            goto fail;
+    } else if (!strcmp(which, "vectors")) {
+        for (uint32_t i = 0; i < sw->nq; i++) {
+            char what[32];
+            snprintf(what, sizeof what, "vectors[%u]", i);
+            if (parse_vector(json_array_get(qv, i), what, s->dim, sw->enc,
+                             sw->queries + (size_t)i * s->dim, r))
+                goto fail;
+        }
+    } else if (!strcmp(which, "id") || !strcmp(which, "key")) {
+        uint64_t id;
+        if (!strcmp(which, "id")) {
+            if (!json_is_integer(qv)) {
+                srv_reply_problem(r, 400, "wrong-type", "'id' must be an integer");
+                goto fail;
+            }
+            if (json_integer_value(qv) < 0) {
+                srv_reply_problem(r, 422, "invalid-value", "'id' is negative");
+                goto fail;
+            }
+            id = (uint64_t)json_integer_value(qv);
+            if (id >= s->rows) {
+                srv_reply_problem(r, 404, "row-not-found", "no row %llu in table '%s'",
+                                  (unsigned long long)id, sw->t->name);
+                goto fail;
+            }
+        } else {
+            if (!json_is_string(qv)) {
+                srv_reply_problem(r, 400, "wrong-type", "'key' must be a string");
+                goto fail;
+            }
+            if (emb_store_find(s, json_string_value(qv), json_string_length(qv), &id)) {
+                srv_reply_problem(r, 404, "key-not-found", "no row with key '%.200s' in table '%s'",
+                                  json_string_value(qv), sw->t->name);
+                goto fail;
+            }
+        }
+        emb_store_row(s, id, sw->queries);
+        sw->self = id;
+    } else {
+        /* ids / keys: the mean of their rows; all of them excluded from the results. */
+        if (parse_refs(qv, !strcmp(which, "keys"), sw->t, cfg->max_batch, &refs, &n_refs, r))
+            goto fail;
+        float *row = malloc((size_t)s->dim * sizeof *row);
+        if (!row) {
+            srv_reply_problem(r, 500, "internal", "out of memory");
+            goto fail;
+        }
+        memset(sw->queries, 0, (size_t)s->dim * sizeof *sw->queries);
+        for (size_t i = 0; i < n_refs; i++) {
+            if (refs[i] == UINT64_MAX) {
+                free(row);
+                srv_reply_problem(r, 404,
+                                  !strcmp(which, "keys") ? "key-not-found" : "row-not-found",
+                                  "%s[%zu] is not in table '%s'", which, i, sw->t->name);
+                goto fail;
+            }
+            emb_store_row(s, refs[i], row);
+            for (uint32_t d = 0; d < s->dim; d++)
+                sw->queries[d] += row[d] / (float)n_refs;
+        }
+        free(row);
+    }
+    /* Exclusions: exclude_ids, the query row, the pooled rows; sorted and deduplicated. */
+    json_t *ex = json_object_get(j, "exclude_ids");
+    size_t n_ex = ex ? json_array_size(ex) : 0;
+    if (ex && !json_is_array(ex)) {
+        srv_reply_problem(r, 400, "wrong-type", "'exclude_ids' must be an array of integers");
+        goto fail;
+    }
+    if (n_ex > cfg->max_batch) {
+        srv_reply_problem(r, 422, "batch-too-large", "'exclude_ids' holds more than %u ids",
+                          cfg->max_batch);
+        goto fail;
+    }
+    sw->exclude = malloc((n_ex + n_refs + 1) * sizeof *sw->exclude);
+    if (!sw->exclude) {
+        srv_reply_problem(r, 500, "internal", "out of memory");
+        goto fail;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n_ex; i++) {
+        json_t *x = json_array_get(ex, i);
+        if (!json_is_integer(x)) {
+            srv_reply_problem(r, 400, "wrong-type", "exclude_ids[%zu] is not an integer", i);
+            goto fail;
+        }
+        if (json_integer_value(x) < 0) {
+            srv_reply_problem(r, 422, "invalid-value", "exclude_ids[%zu] is negative", i);
+            goto fail;
+        }
+        sw->exclude[m++] = (uint64_t)json_integer_value(x);
+    }
+    for (size_t i = 0; i < n_refs; i++)
+        sw->exclude[m++] = refs[i];
+    if (sw->self != UINT64_MAX)
+        sw->exclude[m++] = sw->self;
+    qsort(sw->exclude, m, sizeof *sw->exclude, cmp_u64);
+    size_t u = 0;
+    for (size_t i = 0; i < m; i++)
+        if (!u || sw->exclude[u - 1] != sw->exclude[i])
+            sw->exclude[u++] = sw->exclude[i];
+    sw->p.exclude = sw->exclude;
+    sw->p.n_exclude = (uint32_t)u;
+    free(refs);
+    json_decref(j);
+    *out = sw;
+    return 0;
+fail:
+    free(refs);
+    search_free(sw);
+    json_decref(j);
+    return -1;
+}
+
+/* ---- jobs ---- */
+
+typedef struct api_work {
+    const srv_config *cfg;
+    gather_work *gather;
+    search_work *search;
+} api_work;
+
+static void job_run(srv_job *base)
+{
+    srv_api_job *j = (srv_api_job *)base;
+    api_work *w = j->work;
+    if (atomic_load(&j->canceled))
+        return; /* nobody waits for it any more */
+    if (w->gather)
+        gather_run(w->gather, &j->reply);
+    else
+        search_run(w->search, &j->reply, w->cfg);
+}
+
+static srv_api_job *job_new(const srv_config *cfg, gather_work *g, search_work *s)
+{
+    srv_api_job *j = calloc(1, sizeof *j);
+    api_work *w = calloc(1, sizeof *w);
+    if (!j || !w) {
+        free(j);
+        free(w);
+        return NULL;
+    }
+    w->cfg = cfg;
+    w->gather = g;
+    w->search = s;
+    j->base.run = job_run;
+    j->work = w;
+    atomic_init(&j->canceled, 0);
+    return j;
+}
+
+void srv_api_job_free(srv_api_job *j)
+{
+    if (!j)
+        return;
+    api_work *w = j->work;
+    if (w) {
+        gather_free(w->gather);
+        search_free(w->search);
+        free(w);
+    }
+    srv_reply_free(&j->reply);
+    free(j);
+}
+
+/* ---- metrics ---- */
+
+typedef struct stats_ctx {
+    srv_table **all;
+    size_t n;
+} stats_ctx;
+
+static int table_stats(int slot, srv_table_stats *out, void *ctx)
+{
+    const stats_ctx *c = ctx;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->all[i]->metrics_slot == slot) {
+            out->rows = c->all[i]->store->rows;
+            out->map = c->all[i]->store->_map;
+            out->map_len = c->all[i]->store->_map_len;
+            return 0;
+        }
+    return -1;
+}
+
+static void get_metrics(srv_reply *r)
+{
+    stats_ctx c = {0};
+    c.all = srv_tables_all(&c.n);
+    size_t len;
+    char *text = srv_metrics_render(&len, table_stats, &c);
+    for (size_t i = 0; c.all && i < c.n; i++)
+        srv_table_put(c.all[i]);
+    free(c.all);
+    if (!text) {
+        srv_reply_problem(r, 500, "internal", "out of memory rendering metrics");
+        return;
+    }
+    reply_body(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+void srv_api_thread_exit(void)
+{
+    emb_scratch_free(tl_scratch);
+    emb_batch_scratch_free(tl_batch);
+    free(tl_hits);
+    free(tl_counts);
+    tl_scratch = NULL;
+    tl_batch = NULL;
+    tl_hits = NULL;
+    tl_counts = NULL;
+}
+
+/* ---- dispatch ---- */
+
+int srv_api_handle(const srv_config *cfg, const srv_api_request *q, srv_reply *r, srv_api_job **job)
+{
+    switch (q->route) {
+    case SRV_ROUTE_HEALTHZ:
+        reply_body(r, 200, "application/json", strdup("{\"status\":\"ok\"}"), 15);
+        return 0;
+    case SRV_ROUTE_READYZ:
+        if (atomic_load(&srv_draining))
+            srv_reply_problem(r, 503, "draining", "draining: the server is shutting down");
+        else
+            reply_body(r, 200, "application/json", strdup("{\"status\":\"ready\"}"), 18);
+        return 0;
+    case SRV_ROUTE_METRICS: get_metrics(r); return 0;
+    case SRV_ROUTE_OPENAPI: {
+        char *b = malloc(srv_openapi_yaml_len + 1);
+        if (!b) {
+            srv_reply_problem(r, 500, "internal", "out of memory");
+            return 0;
+        }
+        memcpy(b, srv_openapi_yaml, srv_openapi_yaml_len);
+        reply_body(r, 200, "application/yaml", b, srv_openapi_yaml_len);
+        return 0;
+    }
+    case SRV_ROUTE_TABLES: get_tables(r); return 0;
+    case SRV_ROUTE_TABLE: get_table(q, r); return 0;
+    case SRV_ROUTE_ROW:
+    case SRV_ROUTE_KEY: get_row(q, r); return 0;
+    case SRV_ROUTE_RELOAD: {
+        char *report;
+        size_t len;
+        srv_tables_reload(&report, &len);
+        if (!report)
+            srv_reply_problem(r, 500, "internal", "out of memory");
+        else
+            reply_body(r, 200, "application/json", report, len);
+        return 0;
+    }
+    case SRV_ROUTE_GATHER: {
+        gather_work *g;
+        if (post_gather(cfg, q, r, &g) != 0)
+            return 0;
+        if (g->n * g->t->store->dim <= INLINE_GATHER_VALUES) {
+            gather_run(g, r);
+            gather_free(g);
+            return 0;
+        }
+        if (!(*job = job_new(cfg, g, NULL))) {
+            gather_free(g);
+            srv_reply_problem(r, 500, "internal", "out of memory");
+            return 0;
+        }
+        return 1;
+    }
+    case SRV_ROUTE_SEARCH: {
+        search_work *s;
+        if (post_search(cfg, q, r, &s) != 0)
+            return 0;
+        if (!(*job = job_new(cfg, NULL, s))) {
+            search_free(s);
+            srv_reply_problem(r, 500, "internal", "out of memory");
+            return 0;
+        }
+        return 1;
+    }
+    default: srv_reply_problem(r, 404, "route-not-found", "no such endpoint"); return 0;
+    }
+}

@@ -1,0 +1,631 @@
+/*
+ * http.c - the libmicrohttpd side of a loop (see http.h).
+ *
+ * Request life: the first access-handler call checks what must be refused before any body is
+ * read (duplicate Content-Length, Content-Length with Transfer-Encoding, a Transfer-Encoding
+ * other than chunked, a body over --max-body, a missing API key, an unknown route or method);
+ * later calls collect the body; the last call hands the request to api.c. A job for a worker
+ * suspends the connection; when it comes back (or its deadline passes) the connection is
+ * resumed and the next handler call queues the reply. MHD never times out a suspended
+ * connection and cannot see the client leave, so every suspended request carries a deadline.
+ *
+ * libmicrohttpd 0.9.75 unescapes URLs before routing; that would turn a key "a%2Fb" into two
+ * path segments, so unescaping is switched off and each segment and query value is decoded
+ * here.
+ */
+#include "http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api.h"
+#include "jsonw.h"
+#include "metrics.h"
+
+atomic_int srv_draining;
+
+struct srv_request {
+    srv_http *h;
+    struct MHD_Connection *conn;
+    double t0, deadline;
+    srv_route route;
+    char method[8];
+    char request_id[72];
+    int started; /* the first handler call happened */
+    int refused; /* answered before reading the body */
+    int body_too_large;
+    char *body;
+    size_t body_len, body_cap;
+    srv_reply reply;
+    int have_reply;
+    srv_api_job *job; /* running on a worker */
+    int suspended;
+    srv_request *prev, *next; /* in h->suspended while suspended */
+    char *path;               /* decoded copy of the URL path */
+    srv_api_request api;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void srv_reply_free(srv_reply *r)
+{
+    free(r->body);
+    free(r->extra_value);
+    memset(r, 0, sizeof *r);
+}
+
+void srv_reply_problem(srv_reply *r, unsigned status, const char *type, const char *fmt, ...)
+{
+    static const struct {
+        const char *type, *title;
+    } titles[] = {
+        {"bad-framing", "Bad framing"},
+        {"malformed-json", "Malformed JSON"},
+        {"wrong-type", "Wrong type"},
+        {"unauthorized", "Unauthorized"},
+        {"route-not-found", "Not found"},
+        {"table-not-found", "Table not found"},
+        {"row-not-found", "Row not found"},
+        {"key-not-found", "Key not found"},
+        {"method-not-allowed", "Method not allowed"},
+        {"body-too-large", "Body too large"},
+        {"unsupported-media-type", "Unsupported media type"},
+        {"invalid-value", "Invalid value"},
+        {"wrong-dimension", "Wrong dimension"},
+        {"non-finite", "Non-finite value"},
+        {"batch-too-large", "Batch too large"},
+        {"headers-too-large", "Request headers too large"},
+        {"internal", "Internal error"},
+        {"overloaded", "Overloaded"},
+        {"draining", "Draining"},
+        {"deadline-exceeded", "Deadline exceeded"},
+        {"not-ready", "Not ready"},
+    };
+    const char *title = "Error";
+    for (size_t i = 0; i < sizeof titles / sizeof titles[0]; i++)
+        if (!strcmp(titles[i].type, type))
+            title = titles[i].title;
+    char detail[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    free(r->body);
+    jsonw w;
+    jsonw_init(&w, 256);
+    jsonw_cstr(&w, "{\"type\":\"urn:embd:problem:");
+    jsonw_cstr(&w, type);
+    jsonw_cstr(&w, "\",\"title\":");
+    jsonw_string(&w, title, strlen(title));
+    jsonw_cstr(&w, ",\"status\":");
+    jsonw_u64(&w, status);
+    jsonw_cstr(&w, ",\"detail\":");
+    jsonw_string(&w, detail, strlen(detail));
+    jsonw_cstr(&w, "}");
+    r->status = status;
+    r->content_type = "application/problem+json";
+    r->body = jsonw_steal(&w, &r->len);
+}
+
+/* ---- URL handling ---- */
+
+static int hexval(int c)
+{
+    return isdigit(c) ? c - '0' : isxdigit(c) ? (tolower(c) - 'a' + 10) : -1;
+}
+
+/* Decodes %XX (and '+' as space when plus) in place; returns the new length, or -1 for a bad
+ * escape. */
+static long url_decode(char *s, size_t n, int plus)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            if (i + 2 >= n)
+                return -1;
+            int a = hexval((unsigned char)s[i + 1]), b = hexval((unsigned char)s[i + 2]);
+            if (a < 0 || b < 0)
+                return -1;
+            s[o++] = (char)(a * 16 + b);
+            i += 2;
+        } else if (plus && s[i] == '+') {
+            s[o++] = ' ';
+        } else {
+            s[o++] = s[i];
+        }
+    }
+    return (long)o;
+}
+
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    return strlen(s);
+}
+
+/* Splits the (still encoded) path into segments, decoding each; fills route and api fields.
+ * Returns 0, or -1 for a malformed escape. */
+static int route_path(srv_request *q, const char *url)
+{
+    q->path = strdup(url);
+    if (!q->path)
+        return -1;
+    char *seg[6];
+    size_t len[6];
+    int n = 0;
+    char *p = q->path;
+    if (*p != '/')
+        return -1;
+    while (*p == '/' && n < 6) {
+        p++;
+        char *end = strchr(p, '/');
+        size_t l = end ? (size_t)(end - p) : strlen(p);
+        long d = url_decode(p, l, 0);
+        if (d < 0)
+            return -1;
+        seg[n] = p;
+        len[n] = (size_t)d;
+        n++;
+        if (!end)
+            break;
+        p = end;
+    }
+    if (*p == '/' && n == 6) {
+        q->route = SRV_ROUTE_OTHER;
+        return 0;
+    }
+#define SEG(i, s) (len[i] == sizeof(s) - 1 && !memcmp(seg[i], s, len[i]))
+    q->route = SRV_ROUTE_OTHER;
+    if (n == 1 && SEG(0, "healthz"))
+        q->route = SRV_ROUTE_HEALTHZ;
+    else if (n == 1 && SEG(0, "readyz"))
+        q->route = SRV_ROUTE_READYZ;
+    else if (n == 1 && SEG(0, "metrics"))
+        q->route = SRV_ROUTE_METRICS;
+    else if (n == 1 && SEG(0, "openapi.yaml"))
+        q->route = SRV_ROUTE_OPENAPI;
+    else if (n == 3 && SEG(0, "v1") && SEG(1, "admin") && SEG(2, "reload"))
+        q->route = SRV_ROUTE_RELOAD;
+    else if (n >= 2 && SEG(0, "v1") && SEG(1, "tables")) {
+        if (n == 2)
+            q->route = SRV_ROUTE_TABLES;
+        else if (len[2] > 0) {
+            q->api.table = seg[2];
+            q->api.table_len = len[2];
+            if (n == 3)
+                q->route = SRV_ROUTE_TABLE;
+            else if (n == 4 && SEG(3, "gather"))
+                q->route = SRV_ROUTE_GATHER;
+            else if (n == 4 && SEG(3, "search"))
+                q->route = SRV_ROUTE_SEARCH;
+            else if (n == 5 && (SEG(3, "rows") || SEG(3, "keys"))) {
+                q->route = SEG(3, "rows") ? SRV_ROUTE_ROW : SRV_ROUTE_KEY;
+                q->api.item = seg[4];
+                q->api.item_len = len[4];
+            }
+        }
+    }
+#undef SEG
+    /* Segments are decoded in place; terminate them for the C-string users. */
+    for (int i = 0; i < n; i++)
+        seg[i][len[i]] = 0;
+    return 0;
+}
+
+static const char *allowed_methods(srv_route r)
+{
+    switch (r) {
+    case SRV_ROUTE_GATHER:
+    case SRV_ROUTE_SEARCH:
+    case SRV_ROUTE_RELOAD: return "POST";
+    case SRV_ROUTE_OTHER: return NULL;
+    default: return "GET, HEAD";
+    }
+}
+
+/* ---- responses ---- */
+
+static enum MHD_Result send_reply(srv_request *q)
+{
+    srv_reply *r = &q->reply;
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+    if (!resp)
+        return MHD_NO;
+    r->body = NULL; /* owned by MHD now */
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            r->content_type ? r->content_type : "application/json");
+    MHD_add_response_header(resp, "X-Request-Id", q->request_id);
+    if (r->etag[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, r->etag);
+    if (r->extra_name[0] && r->extra_value)
+        MHD_add_response_header(resp, r->extra_name, r->extra_value);
+    if (r->status == 503 && !(r->extra_name[0] && !strcmp(r->extra_name, "Retry-After")))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (srv_draining)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ok = MHD_queue_response(q->conn, r->status, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+static enum MHD_Result answer_now(srv_request *q, unsigned status, const char *type,
+                                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static enum MHD_Result answer_now(srv_request *q, unsigned status, const char *type,
+                                  const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    srv_reply_problem(&q->reply, status, type, "%s", detail);
+    q->have_reply = 1;
+    q->refused = 1;
+    return send_reply(q);
+}
+
+/* ---- header checks ---- */
+
+typedef struct header_scan {
+    int content_length, transfer_encoding, te_chunked;
+    const char *request_id, *auth, *accept, *content_type;
+} header_scan;
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    header_scan *s = cls;
+    if (!strcasecmp(key, "Content-Length"))
+        s->content_length++;
+    else if (!strcasecmp(key, "Transfer-Encoding")) {
+        s->transfer_encoding++;
+        s->te_chunked = value && !strcasecmp(value, "chunked");
+    } else if (!strcasecmp(key, "X-Request-Id"))
+        s->request_id = value;
+    else if (!strcasecmp(key, "Authorization"))
+        s->auth = value;
+    else if (!strcasecmp(key, "Accept"))
+        s->accept = value;
+    else if (!strcasecmp(key, "Content-Type"))
+        s->content_type = value;
+    return MHD_YES;
+}
+
+static int valid_request_id(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (n >= 64 || !(isalnum((unsigned char)s[n]) || strchr("-_.:", s[n])))
+            return 0;
+    return n > 0;
+}
+
+/* Constant-time comparison of a presented bearer token with the key. */
+static int auth_ok(const srv_config *cfg, const char *header)
+{
+    if (!cfg->api_key)
+        return 1;
+    if (!header || strncasecmp(header, "Bearer ", 7) != 0)
+        return 0;
+    const char *tok = header + 7;
+    size_t a = strlen(tok), b = strlen(cfg->api_key);
+    unsigned diff = (unsigned)(a ^ b);
+    for (size_t i = 0; i < b; i++)
+        diff |= (unsigned)(unsigned char)(i < a ? tok[i] : 0) ^ (unsigned char)cfg->api_key[i];
+    return diff == 0;
+}
+
+static int needs_auth(srv_route r)
+{
+    return r != SRV_ROUTE_HEALTHZ && r != SRV_ROUTE_READYZ && r != SRV_ROUTE_METRICS &&
+           r != SRV_ROUTE_OPENAPI;
+}
+
+/* ---- suspension ---- */
+
+static void unlink_suspended(srv_request *q)
+{
+    if (q->prev)
+        q->prev->next = q->next;
+    else if (q->h->suspended == q)
+        q->h->suspended = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    q->prev = q->next = NULL;
+}
+
+static void resume(srv_request *q)
+{
+    unlink_suspended(q);
+    q->suspended = 0;
+    MHD_resume_connection(q->conn);
+}
+
+void srv_http_drain_done(srv_http *h)
+{
+    srv_job *j = srv_done_queue_take(&h->done);
+    while (j) {
+        srv_job *next = j->next;
+        srv_api_job *aj = (srv_api_job *)j;
+        srv_request *q = aj->owner;
+        h->jobs_out--;
+        if (atomic_load(&aj->canceled) || !q) {
+            srv_api_job_free(aj); /* its request was answered already */
+        } else {
+            q->reply = aj->reply;
+            memset(&aj->reply, 0, sizeof aj->reply);
+            q->have_reply = 1;
+            q->job = NULL;
+            srv_api_job_free(aj);
+            resume(q);
+        }
+        j = next;
+    }
+}
+
+static void give_up(srv_request *q, const char *type, const char *why)
+{
+    if (q->job) {
+        atomic_store(&q->job->canceled, 1);
+        q->job->owner = NULL;
+        q->job = NULL; /* the worker's completion frees it */
+    }
+    srv_reply_problem(&q->reply, 503, type, "%s", why);
+    q->have_reply = 1;
+    resume(q);
+}
+
+void srv_http_check_deadlines(srv_http *h)
+{
+    double t = now_s();
+    for (srv_request *q = h->suspended, *next; q; q = next) {
+        next = q->next;
+        if (t >= q->deadline)
+            give_up(q, "deadline-exceeded",
+                    "the request deadline (--timeout) passed before a worker finished it");
+    }
+}
+
+void srv_http_cancel_all(srv_http *h)
+{
+    while (h->suspended)
+        give_up(h->suspended, "draining", "the server is shutting down");
+}
+
+/* ---- the access handler ---- */
+
+static enum MHD_Result first_call(srv_request *q, const char *url, const char *method)
+{
+    srv_http *h = q->h;
+    const srv_config *cfg = h->cfg;
+    header_scan hs = {0};
+    MHD_get_connection_values(q->conn, MHD_HEADER_KIND, scan_header, &hs);
+    if (hs.request_id && valid_request_id(hs.request_id))
+        snprintf(q->request_id, sizeof q->request_id, "%s", hs.request_id);
+    else
+        snprintf(q->request_id, sizeof q->request_id, "%08x%02x%06llx",
+                 (unsigned)(time(NULL) & 0xFFFFFFFF), h->index & 0xFF,
+                 (unsigned long long)(h->next_id++ & 0xFFFFFF));
+    snprintf(q->method, sizeof q->method, "%s",
+             strlen(method) < sizeof q->method ? method : "OTHER");
+
+    /* Refuse what would let a body be read ambiguously, before reading any of it. */
+    if (hs.content_length > 1)
+        return answer_now(q, 400, "bad-framing", "more than one Content-Length header");
+    if (hs.transfer_encoding && hs.content_length)
+        return answer_now(q, 400, "bad-framing", "Content-Length together with Transfer-Encoding");
+    if (hs.transfer_encoding > 1 || (hs.transfer_encoding && !hs.te_chunked))
+        return answer_now(q, 400, "bad-framing", "Transfer-Encoding other than a single 'chunked'");
+    if (route_path(q, url) != 0)
+        return answer_now(q, 400, "bad-framing", "malformed percent-escape in the URL path");
+    const char *allow = allowed_methods(q->route);
+    if (!allow)
+        return answer_now(q, 404, "route-not-found", "no such endpoint: %s", url);
+    int is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    int is_post = !strcmp(method, "POST");
+    if (!strcmp(allow, "POST") ? !is_post : !is_get) {
+        snprintf(q->reply.extra_name, sizeof q->reply.extra_name, "Allow");
+        q->reply.extra_value = strdup(allow);
+        return answer_now(q, 405, "method-not-allowed", "%s is not allowed here; use %s", method,
+                          allow);
+    }
+    if (needs_auth(q->route) && !auth_ok(cfg, hs.auth)) {
+        snprintf(q->reply.extra_name, sizeof q->reply.extra_name, "WWW-Authenticate");
+        q->reply.extra_value = strdup("Bearer");
+        return answer_now(q, 401, "unauthorized",
+                          "missing or wrong API key (Authorization: Bearer <key>)");
+    }
+    const char *cl = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (errno || *end || !isdigit((unsigned char)*cl))
+            return answer_now(q, 400, "bad-framing", "bad Content-Length");
+        if (n > cfg->max_body)
+            return answer_now(q, 413, "body-too-large",
+                              "body of %llu bytes exceeds --max-body %llu", n,
+                              (unsigned long long)cfg->max_body);
+    }
+    q->api.route = q->route;
+    q->api.method = q->method;
+    q->api.content_type = hs.content_type;
+    q->api.accept_binary = hs.accept && strstr(hs.accept, "application/octet-stream") != NULL;
+    q->api.encoding = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "encoding");
+    q->api.dtype = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "dtype");
+    return MHD_YES;
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,
+                               const char *method, const char *version, const char *upload_data,
+                               size_t *upload_data_size, void **con_cls)
+{
+    (void)version;
+    srv_http *h = cls;
+    srv_request *q = *con_cls;
+    if (!q) {
+        /* Allocated by the URI log callback on the very first byte; never NULL here. */
+        return MHD_NO;
+    }
+    if (!q->started) {
+        q->started = 1;
+        q->h = h;
+        q->conn = conn;
+        return first_call(q, url, method);
+    }
+    if (q->refused)
+        return MHD_YES; /* the answer is queued; MHD discards the rest */
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (q->body_too_large || n > h->cfg->max_body - q->body_len) {
+            /* A chunked body over the limit: no length was announced, so close. */
+            q->body_too_large = 1;
+            return MHD_NO;
+        }
+        if (q->body_len + n + 1 > q->body_cap) {
+            size_t cap = q->body_cap ? q->body_cap * 2 : 4096;
+            while (cap < q->body_len + n + 1)
+                cap *= 2;
+            char *b = realloc(q->body, cap);
+            if (!b)
+                return MHD_NO;
+            q->body = b;
+            q->body_cap = cap;
+        }
+        memcpy(q->body + q->body_len, upload_data, n);
+        q->body_len += n;
+        q->body[q->body_len] = 0;
+        return MHD_YES;
+    }
+    if (q->have_reply)
+        return send_reply(q);
+    if (q->job)
+        return MHD_YES; /* spurious call while suspended */
+    q->api.body = q->body ? q->body : "";
+    q->api.body_len = q->body_len;
+    srv_api_job *job = NULL;
+    int rc = srv_api_handle(h->cfg, &q->api, &q->reply, &job);
+    if (rc == 0) {
+        q->have_reply = 1;
+        return send_reply(q);
+    }
+    job->owner = q;
+    job->base.done = &h->done;
+    if (srv_pool_submit(&job->base) != 0) {
+        srv_api_job_free(job);
+        srv_reply_problem(&q->reply, 503, "overloaded",
+                          "the worker queue is full (%u jobs); retry shortly", srv_pool_capacity());
+        q->have_reply = 1;
+        return send_reply(q);
+    }
+    h->jobs_out++;
+    q->job = job;
+    q->deadline = now_s() + h->cfg->timeout;
+    q->suspended = 1;
+    q->next = h->suspended;
+    if (h->suspended)
+        h->suspended->prev = q;
+    h->suspended = q;
+    MHD_suspend_connection(conn);
+    return MHD_YES;
+}
+
+/* Called on the first line of every request: the request state starts here, so the latency
+ * clock includes the headers. */
+static void *uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)uri;
+    (void)conn;
+    srv_http *h = cls;
+    srv_request *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    q->h = h;
+    q->t0 = now_s();
+    q->route = SRV_ROUTE_OTHER;
+    snprintf(q->method, sizeof q->method, "OTHER");
+    h->in_flight++;
+    srv_metrics_in_flight_add(1);
+    return q;
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    srv_http *h = cls;
+    srv_request *q = *con_cls;
+    if (!q)
+        return;
+    *con_cls = NULL;
+    if (q->suspended)
+        unlink_suspended(q);
+    if (q->job) {
+        atomic_store(&q->job->canceled, 1);
+        q->job->owner = NULL;
+    }
+    unsigned status = q->have_reply ? q->reply.status : 0;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !q->have_reply)
+        status = 0;
+    double dt = now_s() - q->t0;
+    if (status)
+        srv_metrics_request(q->route, q->method, status, dt);
+    if (h->cfg->access_log && status) {
+        char st[16], ms[32];
+        snprintf(st, sizeof st, "%u", status);
+        snprintf(ms, sizeof ms, "%.3f", dt * 1000);
+        srv_log(SRV_LOG_INFO, "request", "id", q->request_id, "method", q->method, "route",
+                srv_route_name(q->route), "status", st, "ms", ms, NULL);
+    }
+    h->in_flight--;
+    srv_metrics_in_flight_add(-1);
+    srv_reply_free(&q->reply);
+    free(q->body);
+    free(q->path);
+    free(q);
+}
+
+int srv_http_start(srv_http *h, int listen_fd, void (*wake)(void *), void *ctx)
+{
+    srv_done_queue_init(&h->done, wake, ctx);
+    unsigned timeout = h->cfg->timeout < 1 ? 1 : (unsigned)h->cfg->timeout;
+    h->daemon = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, handler, h,
+        MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->cfg->max_connections,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_UNESCAPE_CALLBACK,
+        no_unescape, NULL, MHD_OPTION_URI_LOG_CALLBACK, uri_log, h, MHD_OPTION_NOTIFY_COMPLETED,
+        completed, h, MHD_OPTION_END);
+    if (!h->daemon) {
+        srv_log(SRV_LOG_ERROR, "cannot start the HTTP daemon", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+unsigned srv_http_jobs_out(const srv_http *h)
+{
+    return h->jobs_out;
+}
+
+void srv_http_stop(srv_http *h)
+{
+    if (h->daemon)
+        MHD_stop_daemon(h->daemon);
+    h->daemon = NULL;
+}

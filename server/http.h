@@ -1,0 +1,45 @@
+/*
+ * http.h - the libmicrohttpd side of one event loop: the access handler, request state,
+ * suspension while a worker runs, deadlines, and turning srv_reply into MHD responses.
+ * Knows MHD, not libuv: bridge.c drives it (MHD_run on readiness and timeouts).
+ */
+#ifndef SRV_HTTP_H
+#define SRV_HTTP_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "pool.h"
+#include "srv.h"
+
+struct MHD_Daemon;
+typedef struct srv_request srv_request;
+
+typedef struct srv_http {
+    const srv_config *cfg;
+    struct MHD_Daemon *daemon;
+    srv_done_queue done;    /* finished jobs of this loop */
+    srv_request *suspended; /* doubly linked: requests waiting for a worker */
+    unsigned in_flight;     /* requests between first byte and completion */
+    unsigned jobs_out;      /* jobs submitted and not yet drained back */
+    uint64_t next_id;       /* request id counter */
+    unsigned index;         /* loop number */
+} srv_http;
+
+/* Set when shutdown begins: /readyz answers 503 and new work gets 503. Any thread. */
+extern atomic_int srv_draining;
+
+/* Starts the MHD daemon of h on listen_fd (external epoll, suspend/resume, timeouts, limits).
+ * wake(ctx) is called by workers when a job of this loop finishes. Returns 0 or -1 (logged). */
+int srv_http_start(srv_http *h, int listen_fd, void (*wake)(void *), void *ctx);
+/* Resumes the connections whose jobs finished (loop thread, from the async callback). */
+void srv_http_drain_done(srv_http *h);
+/* Answers 503 to suspended requests past their deadline (loop thread, from a timer). */
+void srv_http_check_deadlines(srv_http *h);
+/* Shutdown: answers every suspended request with 503 (their jobs finish and are dropped). */
+void srv_http_cancel_all(srv_http *h);
+/* Jobs still running on workers for this loop (they must come back before the daemon stops). */
+unsigned srv_http_jobs_out(const srv_http *h);
+void srv_http_stop(srv_http *h);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * fixture.h - starts the real `embd serve` on an ephemeral loopback port and talks to it with
+ * libcurl. Every exchange is appended to the JSON Lines file named by $EMBD_EXCHANGES (when
+ * set) for the OpenAPI contract check (tests/contract/validate.mjs).
+ */
+#ifndef EMB_TEST_FIXTURE_H
+#define EMB_TEST_FIXTURE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct th_server {
+    pid_t pid;
+    int port;
+    char log_path[512];
+    char base[64]; /* "http://127.0.0.1:PORT" */
+} th_server;
+
+/* Packs the demo table (embd gen --kind demo + pack f16+q1) once per process; returns its
+ * path (in th_tmpdir()). */
+const char *th_demo_store(void);
+
+/* Starts embd serve with extra arguments (NULL-terminated) followed by the stores; waits until
+ * it logs "listening" (at most 20 s). Aborts the test on failure. */
+void th_server_start(th_server *s, const char *const *args);
+
+/* Sends sig and waits (at most 30 s) for the exit; returns the exit status, or -1 when killed
+ * by a signal, or -2 on timeout (the process is then killed). */
+int th_server_stop(th_server *s, int sig);
+
+typedef struct th_response {
+    long status;
+    char *body;
+    size_t len;
+    char content_type[128];
+    char request_id[96];
+    char etag[64];
+    char retry_after[16];
+    char allow[64];
+    char missing[256];
+} th_response;
+
+/* One request: method "GET"/"POST"/..., path like "/v1/tables", body (NULL for none) with
+ * Content-Type application/json unless extra headers (NULL-terminated "Name: value" list) say
+ * otherwise. Fills r (free with th_response_free). Returns 0, or the curl error code. */
+int th_request(const th_server *s, const char *method, const char *path, const char *body,
+               const char *const *headers, th_response *r);
+void th_response_free(th_response *r);
+
+/* Sends raw bytes on a new TCP connection and reads the answer until the server closes or
+ * timeout_ms passes; returns the bytes read (malloc'd, NUL-terminated) and *len. */
+char *th_raw(const th_server *s, const char *data, size_t len, int timeout_ms, size_t *out_len);
+
+/* The VmRSS of the server process in kB (from /proc), or -1. */
+long th_server_rss_kb(const th_server *s);
+
+#endif
