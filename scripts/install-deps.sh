@@ -10,7 +10,10 @@ packages=(
   python3-numpy                               # .npy fixtures cross-checked with numpy
   clang-format                                # CI's format check
   time                                        # /usr/bin/time -v for the pack benchmark
+  curl                                        # the curl shell test and the README examples
 )
+# Node.js runs the OpenAPI contract tests (ajv): Debian's nodejs and npm unless a node exists.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -183,10 +183,13 @@ static void get_table(const srv_api_request *q, srv_reply *r)
 
 /* ---- one row ---- */
 
-/* Parses a decimal id: 0 ok, -1 not a non-negative integer below 2^63. */
+/* Ids are exact JSON integers: 0..2^53-1 (what every JSON client can hold). */
+#define MAX_ID ((UINT64_C(1) << 53) - 1)
+
+/* Parses a decimal id: 0 ok, -1 not an integer in 0..MAX_ID. */
 static int parse_id(const char *s, size_t n, uint64_t *out)
 {
-    if (n == 0 || n > 19)
+    if (n == 0 || n > 16)
         return -1;
     uint64_t v = 0;
     for (size_t i = 0; i < n; i++) {
@@ -194,7 +197,7 @@ static int parse_id(const char *s, size_t n, uint64_t *out)
             return -1;
         v = v * 10 + (uint64_t)(s[i] - '0');
     }
-    if (v > (uint64_t)INT64_MAX)
+    if (v > MAX_ID)
         return -1;
     *out = v;
     return 0;
@@ -212,7 +215,7 @@ static void get_row(const srv_api_request *q, srv_reply *r)
     uint64_t id;
     if (q->route == SRV_ROUTE_ROW) {
         if (parse_id(q->item, q->item_len, &id) != 0) {
-            srv_reply_problem(r, 422, "invalid-value", "row id must be an integer in 0..2^63-1");
+            srv_reply_problem(r, 422, "invalid-value", "row id must be an integer in 0..2^53-1");
             goto out;
         }
         if (id >= s->rows) {
@@ -422,6 +425,10 @@ static int parse_refs(json_t *arr, int keys, const srv_table *t, uint32_t max_ba
                           "'%s' must hold 1..%u items (--max-batch), not %zu", what, max_batch, n);
         return -1;
     }
+    if (keys && !t->store->key_offs) {
+        srv_reply_problem(r, 422, "invalid-value", "table '%s' has no keys; use 'ids'", t->name);
+        return -1;
+    }
     uint64_t *ids = malloc(n * sizeof *ids);
     if (!ids) {
         srv_reply_problem(r, 500, "internal", "out of memory");
@@ -446,9 +453,9 @@ static int parse_refs(json_t *arr, int keys, const srv_table *t, uint32_t max_ba
                 return -1;
             }
             json_int_t v = json_integer_value(x);
-            if (v < 0) {
+            if (v < 0 || (uint64_t)v > MAX_ID) {
                 free(ids);
-                srv_reply_problem(r, 422, "invalid-value", "ids[%zu] is negative", i);
+                srv_reply_problem(r, 422, "invalid-value", "ids[%zu] is outside 0..2^53-1", i);
                 return -1;
             }
             ids[i] = (uint64_t)v < t->store->rows ? (uint64_t)v : UINT64_MAX;
@@ -916,8 +923,8 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
                 srv_reply_problem(r, 400, "wrong-type", "'id' must be an integer");
                 goto fail;
             }
-            if (json_integer_value(qv) < 0) {
-                srv_reply_problem(r, 422, "invalid-value", "'id' is negative");
+            if (json_integer_value(qv) < 0 || (uint64_t)json_integer_value(qv) > MAX_ID) {
+                srv_reply_problem(r, 422, "invalid-value", "'id' is outside 0..2^53-1");
                 goto fail;
             }
             id = (uint64_t)json_integer_value(qv);
@@ -929,6 +936,11 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
         } else {
             if (!json_is_string(qv)) {
                 srv_reply_problem(r, 400, "wrong-type", "'key' must be a string");
+                goto fail;
+            }
+            if (!s->key_offs) {
+                srv_reply_problem(r, 422, "invalid-value", "table '%s' has no keys; use 'id'",
+                                  sw->t->name);
                 goto fail;
             }
             if (emb_store_find(s, json_string_value(qv), json_string_length(qv), &id)) {
@@ -987,8 +999,8 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
             srv_reply_problem(r, 400, "wrong-type", "exclude_ids[%zu] is not an integer", i);
             goto fail;
         }
-        if (json_integer_value(x) < 0) {
-            srv_reply_problem(r, 422, "invalid-value", "exclude_ids[%zu] is negative", i);
+        if (json_integer_value(x) < 0 || (uint64_t)json_integer_value(x) > MAX_ID) {
+            srv_reply_problem(r, 422, "invalid-value", "exclude_ids[%zu] is outside 0..2^53-1", i);
             goto fail;
         }
         sw->exclude[m++] = (uint64_t)json_integer_value(x);

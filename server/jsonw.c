@@ -29,7 +29,9 @@
  * The text is the shorter of plain ("0.001", "-12.5", "100") and exponent form ("1e-07",
  * "1.5e+20", printf style with a sign and two exponent digits), plain on a tie; always a valid
  * JSON number, at most 15 bytes. Doubles take the simple route (%.15g, %.16g, %.17g, the first
- * that strtod reads back), which assumes LC_NUMERIC is "C": embd never calls setlocale.
+ * that strtod reads back; from %.1g for subnormals): shortest, except that next to a power of two,
+ * where the gap below is narrower, 17 digits may appear where a 16-digit text exists. printf and
+ * strtod follow LC_NUMERIC, which must stay "C": embd never calls setlocale.
  *
  * Strings are copied in runs; only '"', '\\', control bytes and non-ASCII bytes leave the run.
  * Valid UTF-8 passes through; each byte that does not start a valid sequence (overlong,
@@ -41,6 +43,7 @@
 #include "jsonw.h"
 
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -464,7 +467,9 @@ void jsonw_double(jsonw *w, double v)
         jsonw_raw(w, "null", 4);
         return;
     }
-    for (int prec = 15; prec <= 17; prec++) {
+    /* 15 digits read back whenever any shorter text does, for normal doubles; subnormals have
+     * fewer significant bits, so their search starts at one digit. */
+    for (int prec = fabs(v) < DBL_MIN ? 1 : 15; prec <= 17; prec++) {
         n = snprintf(tmp, sizeof tmp, "%.*g", prec, v);
         if (strtod(tmp, NULL) == v)
             break;
