@@ -279,7 +279,14 @@ static enum MHD_Result answer_now(srv_request *q, unsigned status, const char *t
 
 /* ---- header checks ---- */
 
+/* Header bytes (names, values, URL) we accept; larger gets a 431 problem. libmicrohttpd's own
+ * memory pool (MHD_POOL below) is larger, so only a header section beyond the pool gets MHD's
+ * plain 431 page instead. */
+#define MAX_HEADER_BYTES (32u * 1024)
+#define MHD_POOL         (128u * 1024)
+
 typedef struct header_scan {
+    size_t bytes;
     int content_length, transfer_encoding, te_chunked;
     const char *request_id, *auth, *accept, *content_type;
 } header_scan;
@@ -289,6 +296,7 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
 {
     (void)kind;
     header_scan *s = cls;
+    s->bytes += strlen(key) + (value ? strlen(value) : 0) + 4;
     if (!strcasecmp(key, "Content-Length"))
         s->content_length++;
     else if (!strcasecmp(key, "Transfer-Encoding")) {
@@ -423,6 +431,9 @@ static enum MHD_Result first_call(srv_request *q, const char *url, const char *m
     snprintf(q->method, sizeof q->method, "%s",
              strlen(method) < sizeof q->method ? method : "OTHER");
 
+    if (hs.bytes + strlen(url) > MAX_HEADER_BYTES)
+        return answer_now(q, 431, "headers-too-large",
+                          "the request line and headers exceed %u bytes", MAX_HEADER_BYTES);
     /* Refuse what would let a body be read ambiguously, before reading any of it. */
     if (hs.content_length > 1)
         return answer_now(q, 400, "bad-framing", "more than one Content-Length header");
@@ -608,7 +619,7 @@ int srv_http_start(srv_http *h, int listen_fd, void (*wake)(void *), void *ctx)
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, handler, h,
         MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->cfg->max_connections,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_UNESCAPE_CALLBACK,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_POOL, MHD_OPTION_UNESCAPE_CALLBACK,
         no_unescape, NULL, MHD_OPTION_URI_LOG_CALLBACK, uri_log, h, MHD_OPTION_NOTIFY_COMPLETED,
         completed, h, MHD_OPTION_END);
     if (!h->daemon) {
