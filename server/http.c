@@ -285,7 +285,7 @@ static enum MHD_Result answer_now(srv_request *q, unsigned status, const char *t
  * of it after every request on a kept-alive connection (at 128 KiB that memset was 21% of a
  * single-row lookup's time). */
 #define MAX_HEADER_BYTES (24u * 1024)
-#define MHD_POOL         (128u * 1024)
+#define MHD_POOL         (40u * 1024)
 
 typedef struct header_scan {
     size_t bytes;
