@@ -79,9 +79,5 @@ int emb_metric_parse(const char *s, emb_metric *out)
             return 0;
         }
     }
-    if (strcmp(s, "cosine") == 0) {
-        *out = EMB_METRIC_COS;
-        return 0;
-    }
     return EMB_EINVAL;
 }

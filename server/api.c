@@ -28,6 +28,9 @@ extern atomic_int srv_draining;
 extern const char srv_openapi_yaml[];
 extern const unsigned long srv_openapi_yaml_len;
 
+/* Ids are exact JSON integers: 0..2^53-1 (what every JSON client can hold). */
+#define MAX_ID ((UINT64_C(1) << 53) - 1)
+
 #define INLINE_GATHER_VALUES 16384u /* gathers up to this many values are encoded on the loop */
 
 /* ---- small helpers ---- */
@@ -77,12 +80,7 @@ typedef enum { ENC_JSON, ENC_B64_F32, ENC_B64_F16 } vec_encoding;
 static int parse_encoding(const char *enc, const char *dtype, vec_encoding *out, srv_reply *r)
 {
     if (!enc || !strcmp(enc, "json")) {
-        if (dtype && strcmp(dtype, "f32")) {
-            srv_reply_problem(r, 422, "invalid-value", "dtype '%s' applies to base64 encoding only",
-                              dtype);
-            return -1;
-        }
-        *out = ENC_JSON;
+        *out = ENC_JSON; /* dtype is ignored: JSON numbers carry the f32 values */
         return 0;
     }
     if (strcmp(enc, "base64")) {
@@ -183,17 +181,14 @@ static void get_table(const srv_api_request *q, srv_reply *r)
 
 /* ---- one row ---- */
 
-/* Ids are exact JSON integers: 0..2^53-1 (what every JSON client can hold). */
-#define MAX_ID ((UINT64_C(1) << 53) - 1)
-
 /* Parses a decimal id: 0 ok, -1 not an integer in 0..MAX_ID. */
 static int parse_id(const char *s, size_t n, uint64_t *out)
 {
-    if (n == 0 || n > 16)
+    if (n == 0)
         return -1;
     uint64_t v = 0;
     for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
+        if (s[i] < '0' || s[i] > '9' || v > MAX_ID)
             return -1;
         v = v * 10 + (uint64_t)(s[i] - '0');
     }
@@ -224,6 +219,10 @@ static void get_row(const srv_api_request *q, srv_reply *r)
             goto out;
         }
     } else {
+        if (q->item_len > EMB_MAX_KEY) {
+            srv_reply_problem(r, 422, "invalid-value", "a key is at most %u bytes", EMB_MAX_KEY);
+            goto out;
+        }
         int rc = emb_store_find(s, q->item, q->item_len, &id);
         if (rc) {
             srv_reply_problem(r, 404, "key-not-found", "%s",
@@ -265,10 +264,16 @@ static json_t *parse_body(const srv_api_request *q, srv_reply *r)
         return NULL;
     }
     json_error_t e;
-    json_t *j = json_loadb(q->body, q->body_len, JSON_REJECT_DUPLICATES, &e);
+    json_t *j = json_loadb(q->body, q->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e);
     if (!j) {
-        int range = strstr(e.text, "overflow") || strstr(e.text, "too big");
-        srv_reply_problem(r, range ? 422 : 400, range ? "non-finite" : "malformed-json",
+        /* Valid JSON that jansson cannot hold: a real beyond double (non-finite) or an integer
+         * beyond 64 bits (an id or k out of range). */
+        int real = strstr(e.text, "real number overflow") != NULL;
+        int big = strstr(e.text, "too big") != NULL;
+        srv_reply_problem(r, real || big ? 422 : 400,
+                          real  ? "non-finite"
+                          : big ? "invalid-value"
+                                : "malformed-json",
                           "%s at line %d column %d", e.text, e.line, e.column);
         return NULL;
     }
@@ -316,7 +321,9 @@ static int opt_int(json_t *o, const char *name, json_int_t lo, json_int_t hi, js
     if (!v)
         return 0;
     if (!json_is_integer(v)) {
-        srv_reply_problem(r, 400, "wrong-type", "'%s' must be an integer", name);
+        srv_reply_problem(r, json_is_number(v) ? 422 : 400,
+                          json_is_number(v) ? "invalid-value" : "wrong-type",
+                          "'%s' must be an integer", name);
         return -1;
     }
     json_int_t x = json_integer_value(v);
@@ -329,22 +336,70 @@ static int opt_int(json_t *o, const char *name, json_int_t lo, json_int_t hi, js
     return 0;
 }
 
-/* Rejects members this endpoint does not know (a typo must not be silently ignored). */
-static int known_members(json_t *o, const char *const *names, srv_reply *r)
+/* JSON types a member may have. */
+enum { T_NUM = 1, T_STR = 2, T_ARR = 4, T_BOOL = 8 };
+
+typedef struct member {
+    const char *name;
+    int types;
+} member;
+
+/* Checks every member's JSON type first (400 wrong-type), then refuses members this endpoint
+ * does not know (422: a typo must not be silently ignored). Values are checked afterwards, so
+ * a wrong type always wins over a bad value, as the contract orders them. */
+static int check_members(json_t *o, const member *spec, srv_reply *r)
 {
+    static const char *const type_names[] = {"", "a number", "a string", "", "an array"};
     const char *key;
     json_t *v;
     json_object_foreach(o, key, v)
     {
+        for (size_t i = 0; spec[i].name; i++) {
+            if (strcmp(key, spec[i].name))
+                continue;
+            int t = json_is_number(v)    ? T_NUM
+                    : json_is_string(v)  ? T_STR
+                    : json_is_array(v)   ? T_ARR
+                    : json_is_boolean(v) ? T_BOOL
+                                         : 0;
+            if (!(t & spec[i].types)) {
+                srv_reply_problem(r, 400, "wrong-type", "'%s' must be %s", key,
+                                  spec[i].types == T_BOOL ? "true or false"
+                                  : spec[i].types == (T_ARR | T_STR)
+                                      ? "an array or a base64 string"
+                                      : type_names[spec[i].types & 7]);
+                return -1;
+            }
+        }
+    }
+    json_object_foreach(o, key, v)
+    {
         int ok = 0;
-        for (size_t i = 0; names[i]; i++)
-            if (!strcmp(key, names[i]))
+        for (size_t i = 0; spec[i].name; i++)
+            if (!strcmp(key, spec[i].name))
                 ok = 1;
         if (!ok) {
             srv_reply_problem(r, 422, "invalid-value", "unknown member '%s'", key);
             return -1;
         }
     }
+    return 0;
+}
+
+/* Reads a JSON integer id (0..MAX_ID): a number that is not an integer is 422. */
+static int json_id(json_t *x, const char *what, size_t i, uint64_t *out, srv_reply *r)
+{
+    if (!json_is_number(x)) {
+        srv_reply_problem(r, 400, "wrong-type", "%s[%zu] is not a number", what, i);
+        return -1;
+    }
+    if (!json_is_integer(x) || json_integer_value(x) < 0 ||
+        (uint64_t)json_integer_value(x) > MAX_ID) {
+        srv_reply_problem(r, 422, "invalid-value", "%s[%zu] is not an integer in 0..2^53-1", what,
+                          i);
+        return -1;
+    }
+    *out = (uint64_t)json_integer_value(x);
     return 0;
 }
 
@@ -421,7 +476,7 @@ static int parse_refs(json_t *arr, int keys, const srv_table *t, uint32_t max_ba
     }
     size_t n = json_array_size(arr);
     if (n == 0 || n > max_batch) {
-        srv_reply_problem(r, 422, "batch-too-large",
+        srv_reply_problem(r, 422, n ? "batch-too-large" : "invalid-value",
                           "'%s' must hold 1..%u items (--max-batch), not %zu", what, max_batch, n);
         return -1;
     }
@@ -442,23 +497,23 @@ static int parse_refs(json_t *arr, int keys, const srv_table *t, uint32_t max_ba
                 srv_reply_problem(r, 400, "wrong-type", "keys[%zu] is not a string", i);
                 return -1;
             }
+            if (json_string_length(x) > EMB_MAX_KEY) {
+                free(ids);
+                srv_reply_problem(r, 422, "invalid-value", "keys[%zu] is longer than %u bytes", i,
+                                  EMB_MAX_KEY);
+                return -1;
+            }
             uint64_t id;
             ids[i] = emb_store_find(t->store, json_string_value(x), json_string_length(x), &id)
                          ? UINT64_MAX
                          : id;
         } else {
-            if (!json_is_integer(x)) {
+            uint64_t v;
+            if (json_id(x, "ids", i, &v, r)) {
                 free(ids);
-                srv_reply_problem(r, 400, "wrong-type", "ids[%zu] is not an integer", i);
                 return -1;
             }
-            json_int_t v = json_integer_value(x);
-            if (v < 0 || (uint64_t)v > MAX_ID) {
-                free(ids);
-                srv_reply_problem(r, 422, "invalid-value", "ids[%zu] is outside 0..2^53-1", i);
-                return -1;
-            }
-            ids[i] = (uint64_t)v < t->store->rows ? (uint64_t)v : UINT64_MAX;
+            ids[i] = v < t->store->rows ? v : UINT64_MAX;
         }
     }
     *ids_out = ids;
@@ -502,57 +557,87 @@ static void put_missing(jsonw *w, const gather_work *g)
     jsonw_char(w, ']');
 }
 
+/* Pools the found rows into out[dim] (sum or weighted mean, accumulated in double). Returns the
+ * rows found; -1 with 422 in r when a mean's weights sum to 0 or the result is not a finite
+ * float32. */
+static long pool_rows(const gather_work *g, float *row, double *acc, float *out, srv_reply *r)
+{
+    const emb_store *s = g->t->store;
+    const uint32_t dim = s->dim;
+    memset(acc, 0, (size_t)dim * sizeof *acc);
+    double wsum = 0;
+    long found = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        if (g->ids[i] == UINT64_MAX)
+            continue;
+        emb_store_row(s, g->ids[i], row);
+        found++;
+        double wi = g->weights ? g->weights[i] : 1.0;
+        wsum += wi;
+        for (uint32_t j = 0; j < dim; j++)
+            acc[j] += wi * row[j];
+    }
+    if (found && g->pool == 1) {
+        if (wsum == 0) {
+            srv_reply_problem(r, 422, "invalid-value",
+                              "the weights of the rows found sum to 0: no mean");
+            return -1;
+        }
+        for (uint32_t j = 0; j < dim; j++)
+            acc[j] /= wsum;
+    }
+    for (uint32_t j = 0; j < dim; j++) {
+        out[j] = (float)acc[j];
+        if (!isfinite(out[j])) {
+            srv_reply_problem(r, 422, "non-finite", "the pooled value %u overflows float32", j);
+            return -1;
+        }
+    }
+    return found;
+}
+
 /* Encodes the gather answer into r. Any thread. */
 static void gather_run(gather_work *g, srv_reply *r)
 {
     const emb_store *s = g->t->store;
     const uint32_t dim = s->dim;
-    float *v = malloc((size_t)dim * 4 * 2 + (size_t)dim * 2);
-    if (!v) {
+    float *v = malloc((size_t)dim * (4 + 4 + 2));
+    double *acc = malloc((size_t)dim * sizeof *acc);
+    if (!v || !acc) {
+        free(v);
+        free(acc);
         srv_reply_problem(r, 500, "internal", "out of memory");
         return;
     }
-    float *acc = v + dim;
-    uint16_t *tmp16 = (uint16_t *)(acc + dim);
-    uint64_t found = 0;
+    float *pooled = v + dim;
+    uint16_t *tmp16 = (uint16_t *)(pooled + dim);
+    long found = 0;
+    if (g->pool && (found = pool_rows(g, v, acc, pooled, r)) < 0)
+        goto out;
     if (g->binary) {
         size_t esz = g->enc == ENC_B64_F16 ? 2 : 4, n = g->pool ? 1 : g->n;
         size_t len = 16 + n * dim * esz;
         uint8_t *b = calloc(1, len);
         if (!b) {
-            free(v);
             srv_reply_problem(r, 500, "internal", "out of memory");
-            return;
+            goto out;
         }
         memcpy(b, "EMBG", 4);
         uint32_t hdr[3] = {(uint32_t)n, dim, esz == 2 ? 1u : 0u};
         memcpy(b + 4, hdr, sizeof hdr);
-        memset(acc, 0, (size_t)dim * 4);
-        double wsum = 0;
-        for (size_t i = 0; i < g->n; i++) {
-            if (g->ids[i] == UINT64_MAX)
-                continue;
-            emb_store_row(s, g->ids[i], v);
-            found++;
-            if (g->pool) {
-                float wi = g->weights ? g->weights[i] : 1.0f;
-                wsum += wi;
-                for (uint32_t j = 0; j < dim; j++)
-                    acc[j] += wi * v[j];
-            } else if (esz == 4) {
-                memcpy(b + 16 + i * dim * 4, v, (size_t)dim * 4);
-            } else {
-                emb_kernels_get()->f32_to_f16(v, (uint16_t *)(b + 16 + i * dim * 2), dim);
+        for (size_t i = 0; i < n; i++) {
+            const float *src = pooled;
+            if (!g->pool) {
+                if (g->ids[i] == UINT64_MAX)
+                    continue; /* stays zero */
+                emb_store_row(s, g->ids[i], v);
+                found++;
+                src = v;
             }
-        }
-        if (g->pool) {
-            if (g->pool == 1 && wsum != 0)
-                for (uint32_t j = 0; j < dim; j++)
-                    acc[j] = (float)(acc[j] / wsum);
             if (esz == 4)
-                memcpy(b + 16, acc, (size_t)dim * 4);
+                memcpy(b + 16 + i * dim * 4, src, (size_t)dim * 4);
             else
-                emb_kernels_get()->f32_to_f16(acc, (uint16_t *)(b + 16), dim);
+                emb_kernels_get()->f32_to_f16(src, (uint16_t *)(b + 16 + i * dim * 2), dim);
         }
         reply_body(r, 200, "application/octet-stream", (char *)b, len);
         jsonw m;
@@ -566,34 +651,21 @@ static void gather_run(gather_work *g, srv_reply *r)
                 first = 0;
             }
         size_t ml;
-        snprintf(r->extra_name, sizeof r->extra_name, "X-Embd-Missing");
-        r->extra_value = jsonw_steal(&m, &ml);
+        if (!first) { /* an empty header cannot be sent: absent when nothing is missing */
+            snprintf(r->extra_name, sizeof r->extra_name, "X-Embd-Missing");
+            r->extra_value = jsonw_steal(&m, &ml);
+        }
+        jsonw_free(&m);
     } else {
         jsonw w;
         size_t per = g->enc == ENC_JSON ? (size_t)dim * 14 : (size_t)dim * 6;
         jsonw_init(&w, (g->pool ? 1 : g->n) * (per + 4) + g->n * 8 + 64);
         if (g->pool) {
-            memset(acc, 0, (size_t)dim * 4);
-            double wsum = 0;
-            for (size_t i = 0; i < g->n; i++) {
-                if (g->ids[i] == UINT64_MAX)
-                    continue;
-                emb_store_row(s, g->ids[i], v);
-                found++;
-                float wi = g->weights ? g->weights[i] : 1.0f;
-                wsum += wi;
-                for (uint32_t j = 0; j < dim; j++)
-                    acc[j] += wi * v[j];
-            }
             jsonw_cstr(&w, "{\"vector\":");
-            if (!found) {
+            if (found)
+                put_vector(&w, pooled, dim, g->enc, tmp16);
+            else
                 jsonw_cstr(&w, "null");
-            } else {
-                if (g->pool == 1 && wsum != 0)
-                    for (uint32_t j = 0; j < dim; j++)
-                        acc[j] = (float)(acc[j] / wsum);
-                put_vector(&w, acc, dim, g->enc, tmp16);
-            }
         } else {
             jsonw_cstr(&w, "{\"vectors\":[");
             for (size_t i = 0; i < g->n; i++) {
@@ -614,15 +686,19 @@ static void gather_run(gather_work *g, srv_reply *r)
         jsonw_char(&w, '}');
         reply_jsonw(r, &w);
     }
-    srv_metrics_rows_gathered(g->t->metrics_slot, found);
+    snprintf(r->etag, sizeof r->etag, "%s", g->t->etag);
+    srv_metrics_rows_gathered(g->t->metrics_slot, (uint64_t)found);
+out:
     free(v);
+    free(acc);
 }
 
 static int post_gather(const srv_config *cfg, const srv_api_request *q, srv_reply *r,
                        gather_work **out)
 {
-    static const char *const members[] = {"ids",     "keys",     "on_missing", "pool",
-                                          "weights", "encoding", "dtype",      NULL};
+    static const member members[] = {{"ids", T_ARR},   {"keys", T_ARR},    {"on_missing", T_STR},
+                                     {"pool", T_STR},  {"weights", T_ARR}, {"encoding", T_STR},
+                                     {"dtype", T_STR}, {NULL, 0}};
     json_t *j = parse_body(q, r);
     if (!j)
         return -1;
@@ -633,7 +709,7 @@ static int post_gather(const srv_config *cfg, const srv_api_request *q, srv_repl
         srv_reply_problem(r, 500, "internal", "out of memory");
         goto fail;
     }
-    if (known_members(j, members, r) || opt_string(j, "on_missing", &on_missing, r) ||
+    if (check_members(j, members, r) || opt_string(j, "on_missing", &on_missing, r) ||
         opt_string(j, "pool", &pool, r) || opt_string(j, "encoding", &enc, r) ||
         opt_string(j, "dtype", &dtype, r) || parse_encoding(enc, dtype, &g->enc, r))
         goto fail;
@@ -832,15 +908,27 @@ static void search_run(search_work *sw, srv_reply *r, const srv_config *cfg)
     jsonw_cstr(&w, two_stage ? ",\"mode\":\"two_stage\"}" : ",\"mode\":\"exact\"}");
     free(v);
     reply_jsonw(r, &w);
+    snprintf(r->etag, sizeof r->etag, "%s", sw->t->etag);
 }
 
 static int post_search(const srv_config *cfg, const srv_api_request *q, srv_reply *r,
                        search_work **out)
 {
-    static const char *const members[] = {
-        "vector",  "id",         "key",      "ids",         "keys",
-        "vectors", "k",          "metric",   "exclude_ids", "include_vectors",
-        "exact",   "oversample", "encoding", "dtype",       NULL};
+    static const member members[] = {{"vector", T_ARR | T_STR},
+                                     {"id", T_NUM},
+                                     {"key", T_STR},
+                                     {"ids", T_ARR},
+                                     {"keys", T_ARR},
+                                     {"vectors", T_ARR},
+                                     {"k", T_NUM},
+                                     {"metric", T_STR},
+                                     {"exclude_ids", T_ARR},
+                                     {"include_vectors", T_BOOL},
+                                     {"exact", T_BOOL},
+                                     {"oversample", T_NUM},
+                                     {"encoding", T_STR},
+                                     {"dtype", T_STR},
+                                     {NULL, 0}};
     static const char *const queries[] = {"vector", "id", "key", "ids", "keys", "vectors"};
     json_t *j = parse_body(q, r);
     if (!j)
@@ -855,7 +943,7 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
         goto fail;
     }
     sw->self = UINT64_MAX;
-    if (known_members(j, members, r) || opt_string(j, "metric", &metric, r) ||
+    if (check_members(j, members, r) || opt_string(j, "metric", &metric, r) ||
         opt_string(j, "encoding", &enc, r) || opt_string(j, "dtype", &dtype, r) ||
         parse_encoding(enc, dtype, &sw->enc, r) || opt_int(j, "k", 1, cfg->max_k, &k, r) ||
         opt_int(j, "oversample", 1, EMB_MAX_OVERSAMPLE, &os, r) ||
@@ -893,7 +981,7 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
         }
         size_t n = json_array_size(qv);
         if (n == 0 || n > cfg->max_batch) {
-            srv_reply_problem(r, 422, "batch-too-large",
+            srv_reply_problem(r, 422, n ? "batch-too-large" : "invalid-value",
                               "'vectors' must hold 1..%u vectors, not %zu", cfg->max_batch, n);
             goto fail;
         }
@@ -919,15 +1007,8 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
     } else if (!strcmp(which, "id") || !strcmp(which, "key")) {
         uint64_t id;
         if (!strcmp(which, "id")) {
-            if (!json_is_integer(qv)) {
-                srv_reply_problem(r, 400, "wrong-type", "'id' must be an integer");
+            if (json_id(qv, "id", 0, &id, r))
                 goto fail;
-            }
-            if (json_integer_value(qv) < 0 || (uint64_t)json_integer_value(qv) > MAX_ID) {
-                srv_reply_problem(r, 422, "invalid-value", "'id' is outside 0..2^53-1");
-                goto fail;
-            }
-            id = (uint64_t)json_integer_value(qv);
             if (id >= s->rows) {
                 srv_reply_problem(r, 404, "row-not-found", "no row %llu in table '%s'",
                                   (unsigned long long)id, sw->t->name);
@@ -936,6 +1017,11 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
         } else {
             if (!json_is_string(qv)) {
                 srv_reply_problem(r, 400, "wrong-type", "'key' must be a string");
+                goto fail;
+            }
+            if (json_string_length(qv) > EMB_MAX_KEY) {
+                srv_reply_problem(r, 422, "invalid-value", "'key' is longer than %u bytes",
+                                  EMB_MAX_KEY);
                 goto fail;
             }
             if (!s->key_offs) {
@@ -995,15 +1081,9 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
     size_t m = 0;
     for (size_t i = 0; i < n_ex; i++) {
         json_t *x = json_array_get(ex, i);
-        if (!json_is_integer(x)) {
-            srv_reply_problem(r, 400, "wrong-type", "exclude_ids[%zu] is not an integer", i);
+        if (json_id(x, "exclude_ids", i, &sw->exclude[m], r))
             goto fail;
-        }
-        if (json_integer_value(x) < 0 || (uint64_t)json_integer_value(x) > MAX_ID) {
-            srv_reply_problem(r, 422, "invalid-value", "exclude_ids[%zu] is outside 0..2^53-1", i);
-            goto fail;
-        }
-        sw->exclude[m++] = (uint64_t)json_integer_value(x);
+        m++;
     }
     for (size_t i = 0; i < n_refs; i++)
         sw->exclude[m++] = refs[i];

@@ -36,7 +36,7 @@ struct srv_request {
     double t0, deadline;
     srv_route route;
     char method[8];
-    char request_id[72];
+    char request_id[136];
     int started; /* the first handler call happened */
     int refused; /* answered before reading the body */
     int body_too_large;
@@ -48,6 +48,7 @@ struct srv_request {
     int suspended;
     srv_request *prev, *next; /* in h->suspended while suspended */
     char *path;               /* decoded copy of the URL path */
+    char *url;                /* the URL path as received, for problem "instance" */
     srv_api_request api;
 };
 
@@ -70,7 +71,7 @@ void srv_reply_problem(srv_reply *r, unsigned status, const char *type, const ch
     static const struct {
         const char *type, *title;
     } titles[] = {
-        {"bad-framing", "Bad framing"},
+        {"bad-framing", "Bad request framing"},
         {"malformed-json", "Malformed JSON"},
         {"wrong-type", "Wrong type"},
         {"unauthorized", "Unauthorized"},
@@ -237,9 +238,35 @@ static const char *allowed_methods(srv_route r)
 
 /* ---- responses ---- */
 
+/* Adds "instance" (the request path) and "request_id" to a problem body. */
+static void complete_problem(srv_request *q, srv_reply *r)
+{
+    if (!r->body || r->len < 2 || r->body[r->len - 1] != '}')
+        return;
+    jsonw w;
+    jsonw_init(&w, r->len + 256);
+    jsonw_raw(&w, r->body, r->len - 1);
+    if (q->url) {
+        jsonw_cstr(&w, ",\"instance\":");
+        jsonw_string(&w, q->url, strlen(q->url));
+    }
+    jsonw_cstr(&w, ",\"request_id\":");
+    jsonw_string(&w, q->request_id, strlen(q->request_id));
+    jsonw_char(&w, '}');
+    size_t len;
+    char *b = jsonw_steal(&w, &len);
+    if (b) {
+        free(r->body);
+        r->body = b;
+        r->len = len;
+    }
+}
+
 static enum MHD_Result send_reply(srv_request *q)
 {
     srv_reply *r = &q->reply;
+    if (r->content_type && !strcmp(r->content_type, "application/problem+json"))
+        complete_problem(q, r);
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
     if (!resp)
@@ -315,11 +342,12 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
     return MHD_YES;
 }
 
+/* A client's X-Request-Id is kept when it is 1..128 printable ASCII characters (! to ~). */
 static int valid_request_id(const char *s)
 {
     size_t n = 0;
     for (; s[n]; n++)
-        if (n >= 64 || !(isalnum((unsigned char)s[n]) || strchr("-_.:", s[n])))
+        if (n >= 128 || s[n] < '!' || s[n] > '~')
             return 0;
     return n > 0;
 }
@@ -337,6 +365,39 @@ static int auth_ok(const srv_config *cfg, const char *header)
     for (size_t i = 0; i < b; i++)
         diff |= (unsigned)(unsigned char)(i < a ? tok[i] : 0) ^ (unsigned char)cfg->api_key[i];
     return diff == 0;
+}
+
+/* Content-Type is application/json (any case), optionally followed by parameters. */
+static int is_json_type(const char *ct)
+{
+    if (!ct || strncasecmp(ct, "application/json", 16) != 0)
+        return 0;
+    const char *p = ct + 16;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return *p == 0 || *p == ';';
+}
+
+/* Accept lists application/octet-stream with a q above 0. */
+static int accepts_binary(const char *accept)
+{
+    static const char want[] = "application/octet-stream";
+    for (const char *p = accept; p && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n >= sizeof want - 1 && !strncasecmp(p, want, sizeof want - 1)) {
+            double weight = 1;
+            const char *qp = strstr(p + sizeof want - 1, "q=");
+            if (qp && qp < p + n)
+                weight = strtod(qp + 2, NULL);
+            if (weight > 0)
+                return 1;
+        }
+        p = end ? end + 1 : p + n;
+    }
+    return 0;
 }
 
 static int needs_auth(srv_route r)
@@ -423,6 +484,7 @@ static enum MHD_Result first_call(srv_request *q, const char *url, const char *m
     srv_http *h = q->h;
     const srv_config *cfg = h->cfg;
     header_scan hs = {0};
+    q->url = strdup(url);
     MHD_get_connection_values(q->conn, MHD_HEADER_KIND, scan_header, &hs);
     if (hs.request_id && valid_request_id(hs.request_id))
         snprintf(q->request_id, sizeof q->request_id, "%s", hs.request_id);
@@ -458,10 +520,22 @@ static enum MHD_Result first_call(srv_request *q, const char *url, const char *m
     }
     if (needs_auth(q->route) && !auth_ok(cfg, hs.auth)) {
         snprintf(q->reply.extra_name, sizeof q->reply.extra_name, "WWW-Authenticate");
-        q->reply.extra_value = strdup("Bearer");
+        q->reply.extra_value = strdup("Bearer realm=\"embd\"");
         return answer_now(q, 401, "unauthorized",
                           "missing or wrong API key (Authorization: Bearer <key>)");
     }
+    /* The contract's order: unknown table (404), then media type (415), then size (413). */
+    if (q->api.table) {
+        srv_table *t = srv_table_get(q->api.table, q->api.table_len);
+        if (!t)
+            return answer_now(q, 404, "table-not-found", "no table named '%.*s'",
+                              (int)(q->api.table_len > 200 ? 200 : q->api.table_len), q->api.table);
+        srv_table_put(t);
+    }
+    if ((q->route == SRV_ROUTE_GATHER || q->route == SRV_ROUTE_SEARCH) &&
+        !is_json_type(hs.content_type))
+        return answer_now(q, 415, "unsupported-media-type",
+                          "Content-Type must be application/json");
     const char *cl = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND, "Content-Length");
     if (cl) {
         char *end;
@@ -477,7 +551,7 @@ static enum MHD_Result first_call(srv_request *q, const char *url, const char *m
     q->api.route = q->route;
     q->api.method = q->method;
     q->api.content_type = hs.content_type;
-    q->api.accept_binary = hs.accept && strstr(hs.accept, "application/octet-stream") != NULL;
+    q->api.accept_binary = accepts_binary(hs.accept);
     q->api.encoding = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "encoding");
     q->api.dtype = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "dtype");
     return MHD_YES;
@@ -505,10 +579,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (q->body_too_large || n > h->cfg->max_body - q->body_len) {
-            /* A chunked body over the limit: no length was announced, so close. */
-            q->body_too_large = 1;
+        /* A body still arriving after --timeout (slowloris): close the connection. */
+        if (now_s() - q->t0 > h->cfg->timeout)
             return MHD_NO;
+        if (q->body_too_large || n > h->cfg->max_body - q->body_len) {
+            /* A chunked body over the limit (no length was announced): discard the rest and
+             * answer 413 at its end (libmicrohttpd 0.9.75 cannot answer mid-upload). */
+            q->body_too_large = 1;
+            return MHD_YES;
         }
         if (q->body_len + n + 1 > q->body_cap) {
             size_t cap = q->body_cap ? q->body_cap * 2 : 4096;
@@ -527,6 +605,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     }
     if (q->have_reply)
         return send_reply(q);
+    if (q->body_too_large)
+        return answer_now(q, 413, "body-too-large", "the body exceeds --max-body %llu",
+                          (unsigned long long)h->cfg->max_body);
     if (q->job)
         return MHD_YES; /* spurious call while suspended */
     q->api.body = q->body ? q->body : "";
@@ -610,6 +691,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     srv_reply_free(&q->reply);
     free(q->body);
     free(q->path);
+    free(q->url);
     free(q);
 }
 

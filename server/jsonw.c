@@ -2,36 +2,37 @@
  * jsonw.c - the JSON writer: one growable buffer, shortest float text, strict UTF-8, base64.
  *
  * Floats. A response may carry a million floats, so their text is the hot path. Each float is
- * written as the shortest decimal that strtof reads back to the same bits, and among the shortest
- * the one closest to the float (ties to an even last digit): the output of Ryu or Schubfach. The
- * algorithm here follows Giulietti's Schubfach, rewritten for binary32 with wider arithmetic so
- * its exactness is easy to see rather than resting on a proof about 64-bit approximations:
- *  - v = c * 2^q, with rounding interval [(4c - 2) * 2^(q-2), (4c + 2) * 2^(q-2)] (4c - 1 below
- *    when v is a power of two, where the gap below is half the gap above), closed when c is even
- *    (strtof breaks ties to even) and open when c is odd.
- *  - k is chosen so that 10^k <= interval width < 10^(k+1): at most one multiple of 10^(k+1) lies
- *    in the interval, and s = floor(v / 10^k) or s + 1 always does.
- *  - u * 2^q / 10^k is computed for the centre and both bounds as u * G >> 127 with a 128-bit G
- *    (pow10_tab) and a 192-bit product. For k <= 0, G is 5^-k shifted: exact. For k > 0, G is
- *    10^-k rounded up; its error moves the product by under 2^-97, while a non-integer quotient
- *    u * 2^q / 5^k sits at least 5^-31 > 2^-72 from an integer, so the floor is exact and a
- *    fraction below 2^-80 means "exactly an integer". Each scaled value is kept rounded to odd
- *    (floor, lowest bit set when inexact), which preserves every comparison against the even
- *    numbers the selection makes (4s, 4t, 2(s + t)).
- *  - Java's Schubfach skips the shorter candidate when s < 100 to keep two digits ("4.9E-324");
- *    here the bar is s >= 10, below which the "shorter" candidate is not shorter, so the result
- *    is the true shortest ("1e-45" for FLT_TRUE_MIN).
- * All 2^32 bit patterns were checked against strtof (round trip, no shorter decimal, closest):
- * tests/server/bench_jsonw.c --verify. Rejected: printf("%.9g") (about ten times slower and not
- * shortest: 0.1f prints as 0.100000001); trying %.6g..%.9g with a strtof check (several printf
- * and strtof calls per float); Grisu (needs a fallback for the cases it cannot decide).
+ * written as the shortest decimal that strtof reads back to the same bits and, among those, the
+ * one closest to the float: what Ryu or Schubfach print. The algorithm follows Giulietti's
+ * Schubfach, redone for binary32 with wider arithmetic so that its exactness is plain to see
+ * instead of resting on a proof about 64-bit approximations:
+ *  - v = c * 2^q rounds from the interval [(4c - 2) * 2^(q-2), (4c + 2) * 2^(q-2)] (4c - 1 below
+ *    a power of two, where the gap below is half the gap above), closed when c is even (strtof
+ *    breaks ties to even) and open when c is odd.
+ *  - k is chosen so that 10^k <= interval width < 10^(k+1): at most one multiple of 10^(k+1)
+ *    lies in the interval, and s = floor(v / 10^k) or s + 1 always does.
+ *  - u * 2^q / 10^k for the centre and both bounds is u * G >> 127, a 192-bit product with a
+ *    128-bit G from pow10_tab. For k <= 0, G is 5^-k shifted, exact; for -27 <= k <= 0 (|v| from
+ *    about 1e-27 to 16) it fits one word, so one multiply per bound does. For k > 0, G is 10^-k
+ *    rounded up: its error moves the product by under 2^-97, while a non-integer quotient
+ *    u * 2^q / 5^k is at least 5^-31 > 2^-72 from an integer, so the floor is exact and a
+ *    fraction below 2^-80 means "an integer". The scaled values are rounded to odd (floor, lowest
+ *    bit set when inexact), which keeps every comparison the selection makes against even
+ *    numbers (4s, 4t, 2(s + t)) exact.
+ *  - Java's Schubfach skips the shorter candidate below s = 100 to keep two digits ("4.9E-324");
+ *    here the bar is s = 10, below which that candidate is not shorter, so the text is the true
+ *    shortest ("1e-45" for FLT_TRUE_MIN).
+ * All 2^32 bit patterns were checked against glibc (round trip, no shorter decimal reads back,
+ * the closest of its length): tests/server/bench_jsonw.c --verify. Rejected: printf("%.9g")
+ * (about ten times slower, and not shortest: 0.1f prints as 0.100000001); %.6g to %.9g with a
+ * strtof check (several printf and strtof calls per float); Grisu (needs a fallback).
  *
  * The text is the shorter of plain ("0.001", "-12.5", "100") and exponent form ("1e-07",
- * "1.5e+20", printf style with a sign and two exponent digits), plain on a tie; always a valid
- * JSON number, at most 15 bytes. Doubles take the simple route (%.15g, %.16g, %.17g, the first
- * that strtod reads back; from %.1g for subnormals): shortest, except that next to a power of two,
- * where the gap below is narrower, 17 digits may appear where a 16-digit text exists. printf and
- * strtod follow LC_NUMERIC, which must stay "C": embd never calls setlocale.
+ * "1.5e+20": printf style, a sign and two exponent digits), plain on a tie: always a valid JSON
+ * number, at most 15 bytes. Doubles take the simple route (%.15g, %.16g, %.17g, the first that
+ * strtod reads back; from %.1g for subnormals): shortest, except that next to a power of two,
+ * where the gap below is narrower, 17 digits may appear where 16 would do. printf and strtod
+ * follow LC_NUMERIC, which must stay "C": embd never calls setlocale.
  *
  * Strings are copied in runs; only '"', '\\', control bytes and non-ASCII bytes leave the run.
  * Valid UTF-8 passes through; each byte that does not start a valid sequence (overlong,
@@ -52,7 +53,7 @@
 
 #define JW_DEFAULT_CAP 256
 
-/* The longest float text: "-1.17549435e-38". */
+/* The longest float text: sign, nine digits, point and exponent ("-1.00192186e-36"). */
 #define JW_FLOAT_MAX 15
 /* put_float may write this many bytes from where it starts, past its text. */
 #define JW_FLOAT_SLACK 32
@@ -196,8 +197,10 @@ void jsonw_i64(jsonw *w, int64_t v)
 
 /* ---- floats ---- */
 
-/* 10^-k as G * 2^(beta - 127) with G in [2^127, 2^128), for k = -45..31 (index k + 45): exact
- * for k <= 0, rounded up for k > 0. Generated with exact integer arithmetic (Python). */
+/* 10^-k as G * 2^(beta - 127) with G in [2^127, 2^128) and beta = floor(log2(10^-k)), for
+ * k = -45..31 (index k + 45). For k <= 0, G = 5^-k << (127 - floor(log2(5^-k))), exact; for k > 0,
+ * G = ceil(2^(127 - beta) / 10^k). Generated with Python's exact integers; its low word is zero
+ * exactly for -27 <= k <= 0. */
 static const struct jw_pow10 {
     uint64_t hi, lo;
     int32_t beta;
@@ -308,8 +311,9 @@ static uint32_t float_shortest(uint32_t bits, int *e)
     uint32_t c = ex ? f | 1u << 23 : f;
     int q = ex ? (int)ex - 150 : -149;
     uint32_t irregular = f == 0 && ex > 1;
-    /* floor(log10(2^q)), or floor(log10(3/4 * 2^q)) for the narrower interval; both checked
-     * for every q in range by the generator (>> on a negative int is arithmetic in gcc). */
+    /* floor(log10(2^q)), or floor(log10(3/4 * 2^q)) for the narrower interval: both formulas
+     * were checked exact for every q from -149 to 104 (>> of a negative int is arithmetic in
+     * gcc and clang). */
     int k = (q * 78913 - (irregular ? 32751 : 0)) >> 18;
     const struct jw_pow10 *g = &pow10_tab[k + 45];
     int h = q + g->beta; /* 0..3: puts the integer part of u * 2^q / 10^k at bit 127 */
