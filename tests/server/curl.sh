@@ -112,6 +112,19 @@ check "healthz" '^\{"status":"ok"\}$' "$base/healthz"
 check "readyz" '^\{"status":"ready"\}$' "$base/readyz"
 check "metrics" '^embd_build_info\{version="[^"]+",simd="[^"]+"\} 1$' "$base/metrics"
 check "metrics table rows" '^embd_table_rows\{table="demo"\} 314$' "$base/metrics"
+# The live /metrics page passes promtool (from Debian's prometheus package, fetched by
+# promtool.sh), after some traffic so every family has samples.
+if promtool=$("$(dirname "$0")/promtool.sh" 2>/dev/null) && [ -x "$promtool" ]; then
+  curl -fsS --max-time 30 "$base/v1/tables/demo/rows/1" >/dev/null 2>&1
+  curl -fsS --max-time 30 "$base/metrics" >"$tmp/metrics.txt" 2>&1
+  if out=$("$promtool" check metrics <"$tmp/metrics.txt" 2>&1) && [ -z "$out" ]; then
+    pass
+  else
+    fail "promtool check metrics on the live /metrics: $out"
+  fi
+else
+  fail "promtool could not be obtained (tests/server/promtool.sh)"
+fi
 check "openapi.yaml" '^openapi: 3\.1' "$base/openapi.yaml"
 check "tables" '"tables":\[\{"name":"demo","rows":314,"dim":64' "$base/v1/tables"
 check "table" '"checksum":"[0-9a-f]{8}"' "$base/v1/tables/demo"
