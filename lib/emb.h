@@ -187,6 +187,29 @@ void emb_scratch_free(emb_scratch *sc);
 int emb_search(const emb_store *s, const float *query, const emb_search_params *p, emb_scratch *sc,
                emb_hit *out);
 
+/* How emb_search runs a query, for callers that split the scan across threads:
+ * emb_search_plan_get says which codec is scanned and how many candidates each part keeps;
+ * emb_search_scan scores rows [lo, hi) into a heap of that size (one per thread); the heaps are
+ * merged (emb_topk_merge) and emb_search_finish rescores (two-stage), sorts and writes the
+ * hits exactly as emb_search would. */
+typedef struct emb_search_plan {
+    uint32_t scan_codec;  /* EMB_CODEC_* scanned over every row */
+    uint32_t exact_codec; /* codec of the rescoring (two-stage) */
+    int two_stage;
+    uint32_t candidates; /* heap size for the scan: k, or k x oversample */
+} emb_search_plan;
+
+int emb_search_plan_get(const emb_store *s, const float *query, const emb_search_params *p,
+                        emb_search_plan *out);
+/* Scores rows [lo, hi) into heap (initialised by the caller with plan.candidates slots).
+ * Returns 0, EMB_EINVAL or EMB_ERANGE. Any thread; reads only the store. */
+int emb_search_scan(const emb_store *s, const float *query, const emb_search_params *p, uint64_t lo,
+                    uint64_t hi, emb_topk *heap);
+/* Turns the merged candidate heap into up to p->k sorted hits in out; sc gives the rescoring
+ * heap. Returns the count or EMB_EINVAL. The candidate heap is sorted in place. */
+int emb_search_finish(const emb_store *s, const float *query, const emb_search_params *p,
+                      emb_topk *candidates, emb_scratch *sc, emb_hit *out);
+
 /* Scratch for emb_search_batch: heaps for up to max_nq queries. */
 typedef struct emb_batch_scratch emb_batch_scratch;
 

@@ -161,59 +161,106 @@ uint32_t emb_store_default_oversample(const emb_store *s, uint32_t fallback)
     return fallback;
 }
 
-int emb_search(const emb_store *s, const float *query, const emb_search_params *p, emb_scratch *sc,
-               emb_hit *out)
+/* Fills c for query and resolves how p searches s. Returns 0 or EMB_EINVAL. */
+static int plan(const emb_store *s, const float *query, const emb_search_params *p, query_ctx *c,
+                emb_search_plan *pl)
 {
-    if (p->k == 0 || p->k > EMB_MAX_K || (unsigned)p->metric > EMB_METRIC_L2 || sc->dim != s->dim)
+    if (p->k == 0 || p->k > EMB_MAX_K || (unsigned)p->metric > EMB_METRIC_L2)
         return EMB_EINVAL;
-    query_ctx c = {.s = s, .kn = emb_kernels_get(), .q = query, .metric = p->metric};
+    *c = (query_ctx){.s = s, .kn = emb_kernels_get(), .q = query, .metric = p->metric};
     double qn2 = 0;
     for (uint32_t j = 0; j < s->dim; j++) {
         if (!isfinite(query[j]))
             return EMB_EINVAL;
         qn2 += (double)query[j] * query[j];
     }
-    c.qn2 = (float)qn2;
-    c.qn = (float)sqrt(qn2);
-
-    uint32_t primary = emb_store_primary_codec(s);
-    uint32_t codec = primary;
-    int two_stage = 0;
+    c->qn2 = (float)qn2;
+    c->qn = (float)sqrt(qn2);
+    pl->exact_codec = emb_store_primary_codec(s);
+    pl->scan_codec = pl->exact_codec;
+    pl->two_stage = 0;
+    pl->candidates = p->k;
     if (p->codec) {
         if (!(s->codecs & (uint32_t)p->codec) ||
             (p->codec != EMB_CODEC_F32 && p->codec != EMB_CODEC_F16 && p->codec != EMB_CODEC_Q1))
             return EMB_EINVAL;
-        codec = (uint32_t)p->codec;
-    } else if (!p->exact && (s->codecs & EMB_CODEC_Q1) && primary != EMB_CODEC_Q1) {
-        two_stage = 1;
-    }
-
-    emb_topk best;
-    emb_topk_init(&best, sc->best, p->k);
-    if (!two_stage) {
-        scan(&c, codec, p, &best);
-    } else {
+        pl->scan_codec = (uint32_t)p->codec;
+    } else if (!p->exact && (s->codecs & EMB_CODEC_Q1) && pl->exact_codec != EMB_CODEC_Q1) {
         uint32_t os = p->oversample ? p->oversample : emb_store_default_oversample(s, 10);
         if (os > EMB_MAX_OVERSAMPLE)
             return EMB_EINVAL;
-        uint64_t want = (uint64_t)p->k * os;
-        if (want > sc->max_cand)
-            want = sc->max_cand;
-        emb_topk cand;
-        emb_topk_init(&cand, sc->cand, (uint32_t)want);
-        scan(&c, EMB_CODEC_Q1, p, &cand);
-        for (uint32_t i = 0; i < cand.n; i++) {
-            uint64_t r = cand.hits[i].id;
-            emb_topk_push(&best, score_row(&c, primary, r), r);
+        pl->two_stage = 1;
+        pl->scan_codec = EMB_CODEC_Q1;
+        pl->candidates = p->k * os;
+    }
+    return 0;
+}
+
+int emb_search_plan_get(const emb_store *s, const float *query, const emb_search_params *p,
+                        emb_search_plan *out)
+{
+    query_ctx c;
+    return plan(s, query, p, &c, out);
+}
+
+int emb_search_scan(const emb_store *s, const float *query, const emb_search_params *p, uint64_t lo,
+                    uint64_t hi, emb_topk *heap)
+{
+    query_ctx c;
+    emb_search_plan pl;
+    int rc = plan(s, query, p, &c, &pl);
+    if (rc)
+        return rc;
+    if (lo > hi || hi > s->rows)
+        return EMB_ERANGE;
+    scan_range(&c, pl.scan_codec, p, UINT64_MAX, heap, lo, hi);
+    return 0;
+}
+
+int emb_search_finish(const emb_store *s, const float *query, const emb_search_params *p,
+                      emb_topk *candidates, emb_scratch *sc, emb_hit *out)
+{
+    query_ctx c;
+    emb_search_plan pl;
+    int rc = plan(s, query, p, &c, &pl);
+    if (rc)
+        return rc;
+    emb_topk best;
+    if (pl.two_stage) {
+        emb_topk_init(&best, sc->best, p->k);
+        for (uint32_t i = 0; i < candidates->n; i++) {
+            uint64_t r = candidates->hits[i].id;
+            emb_topk_push(&best, score_row(&c, pl.exact_codec, r), r);
         }
+    } else {
+        best = *candidates;
     }
     uint32_t n = emb_topk_sort(&best);
+    if (n > p->k)
+        n = p->k;
     for (uint32_t i = 0; i < n; i++) {
         out[i] = best.hits[i];
         if (p->metric == EMB_METRIC_L2)
             out[i].score = sqrtf(fmaxf(0.0f, -out[i].score));
     }
     return (int)n;
+}
+
+int emb_search(const emb_store *s, const float *query, const emb_search_params *p, emb_scratch *sc,
+               emb_hit *out)
+{
+    query_ctx c;
+    emb_search_plan pl;
+    if (sc->dim != s->dim)
+        return EMB_EINVAL;
+    int rc = plan(s, query, p, &c, &pl);
+    if (rc)
+        return rc;
+    uint32_t want = pl.candidates < sc->max_cand ? pl.candidates : sc->max_cand;
+    emb_topk heap;
+    emb_topk_init(&heap, pl.two_stage ? sc->cand : sc->best, pl.two_stage ? want : p->k);
+    scan(&c, pl.scan_codec, p, &heap);
+    return emb_search_finish(s, query, p, &heap, sc, out);
 }
 
 /* ---- many queries in one pass ------------------------------------------------------------ */

@@ -666,3 +666,61 @@ Test(search, bad_arguments)
     emb_store_close(s);
     free(t);
 }
+
+/* A scan split into shards (as the server splits one query across its workers), merged and
+ * finished, gives exactly emb_search's answer, for exact and two-stage plans. */
+Test(search, sharded_scan_merged_equals_one_scan)
+{
+    static const uint32_t sets[] = {EMB_CODEC_F16 | EMB_CODEC_Q1, EMB_CODEC_F32, EMB_CODEC_Q1};
+    const uint32_t dim = 40, n = 1000;
+    float *t = make_table(77, n, dim);
+    emb_hit *one = malloc(1000 * sizeof *one), *split = malloc(1000 * sizeof *split);
+    emb_hit *bufs = malloc((size_t)4 * 1000 * sizeof *bufs);
+    for (size_t c = 0; c < ARRAY_LEN(sets); c++) {
+        emb_store *s = build(sets[c], dim, n, t, NULL);
+        emb_scratch *sc = emb_scratch_new(dim, 1000);
+        uint64_t seed = 99 + c;
+        float q[40];
+        for (int qi = 0; qi < 4; qi++) {
+            th_rand_vec(&seed, q, dim);
+            for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
+                const uint64_t ex[] = {2, 500};
+                emb_search_params p = {.metric = all_metrics[mi],
+                                       .k = 25,
+                                       .oversample = 4,
+                                       .exclude = ex,
+                                       .n_exclude = 2};
+                int n1 = emb_search(s, q, &p, sc, one);
+                cr_assert_gt(n1, 0);
+                emb_search_plan pl;
+                cr_assert_eq(emb_search_plan_get(s, q, &p, &pl), 0);
+                emb_topk parts[4];
+                const uint64_t cuts[5] = {0, 1, 333, 777, n}; /* uneven, one tiny shard */
+                for (int i = 0; i < 4; i++) {
+                    emb_topk_init(&parts[i], bufs + (size_t)i * 1000, pl.candidates);
+                    cr_assert_eq(emb_search_scan(s, q, &p, cuts[i], cuts[i + 1], &parts[i]), 0);
+                }
+                for (int i = 1; i < 4; i++)
+                    emb_topk_merge(&parts[0], &parts[i]);
+                int n2 = emb_search_finish(s, q, &p, &parts[0], sc, split);
+                cr_assert_eq(n2, n1);
+                for (int i = 0; i < n1; i++) {
+                    cr_assert_eq(split[i].id, one[i].id, "codecs %u metric %zu rank %d", sets[c],
+                                 mi, i);
+                    cr_assert_eq(split[i].score, one[i].score);
+                }
+            }
+        }
+        emb_search_params bad = {.metric = EMB_METRIC_COS, .k = 5};
+        emb_topk h;
+        emb_topk_init(&h, bufs, 5);
+        cr_assert_eq(emb_search_scan(s, q, &bad, 10, 5, &h), EMB_ERANGE);
+        cr_assert_eq(emb_search_scan(s, q, &bad, 0, n + 1, &h), EMB_ERANGE);
+        emb_scratch_free(sc);
+        emb_store_close(s);
+    }
+    free(one);
+    free(split);
+    free(bufs);
+    free(t);
+}
