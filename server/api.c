@@ -795,6 +795,12 @@ typedef struct search_work {
     uint64_t self;     /* a query by id/key: that row (also in exclude) */
     int include_vectors;
     vec_encoding enc;
+    /* A split query (split_search): one part per worker, the last one finishes. */
+    struct search_part *parts;
+    emb_hit *part_bufs;
+    uint32_t n_parts;
+    atomic_uint parts_left;
+    const srv_config *cfg;
 } search_work;
 
 static void search_free(search_work *w)
@@ -804,6 +810,8 @@ static void search_free(search_work *w)
     srv_table_put(w->t);
     free(w->queries);
     free(w->exclude);
+    free(w->parts);
+    free(w->part_bufs);
     free(w);
 }
 
@@ -844,11 +852,10 @@ static void put_hits(jsonw *w, const search_work *sw, const emb_hit *h, uint32_t
     jsonw_char(w, ']');
 }
 
-static void search_run(search_work *sw, srv_reply *r, const srv_config *cfg)
+/* Makes sure this worker's scratch fits searches of dim on s; 0 or -1 (out of memory). */
+static int thread_scratch(uint32_t dim, uint32_t nq, const srv_config *cfg)
 {
-    const emb_store *s = sw->t->store;
-    const uint32_t dim = s->dim;
-    if (sw->nq == 1) {
+    if (nq == 1) {
         if (!tl_scratch || tl_dim != dim) {
             emb_scratch_free(tl_scratch);
             tl_scratch = emb_scratch_new(dim, cfg->max_k * EMB_MAX_OVERSAMPLE);
@@ -864,25 +871,17 @@ static void search_run(search_work *sw, srv_reply *r, const srv_config *cfg)
         tl_hits = malloc((size_t)cfg->max_batch * cfg->max_k * sizeof *tl_hits);
         tl_counts = malloc((size_t)cfg->max_batch * sizeof *tl_counts);
     }
+    return (nq == 1 ? !tl_scratch : !tl_batch) || !tl_hits || !tl_counts ? -1 : 0;
+}
+
+/* Encodes the hits of every query (tl_hits, tl_counts) as the search answer. */
+static void search_reply(search_work *sw, srv_reply *r)
+{
+    const emb_store *s = sw->t->store;
+    const uint32_t dim = s->dim;
     float *v = malloc((size_t)dim * 6);
-    if ((sw->nq == 1 ? !tl_scratch : !tl_batch) || !tl_hits || !tl_counts || !v) {
-        free(v);
-        srv_reply_problem(r, 500, "internal", "out of memory for search scratch");
-        return;
-    }
-    int rc;
-    if (sw->nq == 1) {
-        rc = emb_search(s, sw->queries, &sw->p, tl_scratch, tl_hits);
-        if (rc >= 0) {
-            tl_counts[0] = (uint32_t)rc;
-            rc = 0;
-        }
-    } else {
-        rc = emb_search_batch(s, sw->queries, sw->nq, &sw->p, NULL, tl_batch, tl_hits, tl_counts);
-    }
-    if (rc < 0) {
-        free(v);
-        srv_reply_problem(r, 422, "invalid-value", "search failed: %s", emb_strerror(rc));
+    if (!v) {
+        srv_reply_problem(r, 500, "internal", "out of memory");
         return;
     }
     int two_stage =
@@ -909,6 +908,117 @@ static void search_run(search_work *sw, srv_reply *r, const srv_config *cfg)
     free(v);
     reply_jsonw(r, &w);
     snprintf(r->etag, sizeof r->etag, "%s", sw->t->etag);
+}
+
+static void search_run(search_work *sw, srv_reply *r, const srv_config *cfg)
+{
+    const emb_store *s = sw->t->store;
+    if (thread_scratch(s->dim, sw->nq, cfg) != 0) {
+        srv_reply_problem(r, 500, "internal", "out of memory for search scratch");
+        return;
+    }
+    int rc;
+    if (sw->nq == 1) {
+        rc = emb_search(s, sw->queries, &sw->p, tl_scratch, tl_hits);
+        if (rc >= 0) {
+            tl_counts[0] = (uint32_t)rc;
+            rc = 0;
+        }
+    } else {
+        rc = emb_search_batch(s, sw->queries, sw->nq, &sw->p, NULL, tl_batch, tl_hits, tl_counts);
+    }
+    if (rc < 0) {
+        srv_reply_problem(r, 422, "invalid-value", "search failed: %s", emb_strerror(rc));
+        return;
+    }
+    search_reply(sw, r);
+}
+
+/* ---- one query split across the workers ---- */
+
+/* Bytes scanned below which a query is not split: thread hand-offs cost more than the scan. */
+#define SPLIT_MIN_BYTES (4u << 20)
+
+typedef struct search_part {
+    srv_job base;
+    srv_api_job *parent;
+    search_work *sw;
+    uint64_t lo, hi;
+    emb_topk heap;
+} search_part;
+
+/* Scans one row range; the last part to finish merges, rescores and encodes the answer, and
+ * hands the parent job back to its loop. */
+static srv_job *part_run(srv_job *base)
+{
+    search_part *pt = (search_part *)base;
+    search_work *sw = pt->sw;
+    srv_api_job *parent = pt->parent;
+    if (!atomic_load(&parent->canceled))
+        emb_search_scan(sw->t->store, sw->queries, &sw->p, pt->lo, pt->hi, &pt->heap);
+    if (atomic_fetch_sub(&sw->parts_left, 1) != 1)
+        return NULL;
+    if (atomic_load(&parent->canceled))
+        return &parent->base;
+    search_part *all = sw->parts;
+    for (uint32_t i = 1; i < sw->n_parts; i++)
+        emb_topk_merge(&all[0].heap, &all[i].heap);
+    const srv_config *cfg = sw->cfg;
+    if (thread_scratch(sw->t->store->dim, 1, cfg) != 0) {
+        srv_reply_problem(&parent->reply, 500, "internal", "out of memory for search scratch");
+        return &parent->base;
+    }
+    int n = emb_search_finish(sw->t->store, sw->queries, &sw->p, &all[0].heap, tl_scratch, tl_hits);
+    if (n < 0) {
+        srv_reply_problem(&parent->reply, 422, "invalid-value", "search failed: %s",
+                          emb_strerror(n));
+        return &parent->base;
+    }
+    tl_counts[0] = (uint32_t)n;
+    search_reply(sw, &parent->reply);
+    return &parent->base;
+}
+
+/* Splits a one-query search over a large table into one part per worker. Returns 0 when split
+ * (j->parts set), 1 when not worth it, -1 when out of memory. */
+static int split_search(const srv_config *cfg, search_work *sw, srv_api_job *j)
+{
+    const emb_store *s = sw->t->store;
+    emb_search_plan pl;
+    if (sw->nq != 1 || emb_search_plan_get(s, sw->queries, &sw->p, &pl) != 0)
+        return 1;
+    size_t stride = pl.scan_codec == EMB_CODEC_Q1    ? s->stride_q1
+                    : pl.scan_codec == EMB_CODEC_F16 ? s->stride_f16
+                                                     : s->stride_f32;
+    uint32_t n = srv_pool_threads();
+    if (n < 2 || (double)s->rows * stride < SPLIT_MIN_BYTES || s->rows < n)
+        return 1;
+    search_part *parts = calloc(n, sizeof *parts);
+    srv_job **jobs = calloc(n, sizeof *jobs);
+    emb_hit *bufs = malloc((size_t)n * pl.candidates * sizeof *bufs);
+    if (!parts || !jobs || !bufs) {
+        free(parts);
+        free(jobs);
+        free(bufs);
+        return -1;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        parts[i].base.run = part_run;
+        parts[i].parent = j;
+        parts[i].sw = sw;
+        parts[i].lo = s->rows * i / n;
+        parts[i].hi = s->rows * (i + 1) / n;
+        emb_topk_init(&parts[i].heap, bufs + (size_t)i * pl.candidates, pl.candidates);
+        jobs[i] = &parts[i].base;
+    }
+    sw->parts = parts;
+    sw->part_bufs = bufs;
+    sw->n_parts = n;
+    sw->cfg = cfg;
+    atomic_init(&sw->parts_left, n);
+    j->parts = jobs;
+    j->n_parts = n;
+    return 0;
 }
 
 static int post_search(const srv_config *cfg, const srv_api_request *q, srv_reply *r,
@@ -1115,16 +1225,17 @@ typedef struct api_work {
     search_work *search;
 } api_work;
 
-static void job_run(srv_job *base)
+static srv_job *job_run(srv_job *base)
 {
     srv_api_job *j = (srv_api_job *)base;
     api_work *w = j->work;
     if (atomic_load(&j->canceled))
-        return; /* nobody waits for it any more */
+        return base; /* nobody waits for it any more */
     if (w->gather)
         gather_run(w->gather, &j->reply);
     else
         search_run(w->search, &j->reply, w->cfg);
+    return base;
 }
 
 static srv_api_job *job_new(const srv_config *cfg, gather_work *g, search_work *s)
@@ -1156,6 +1267,7 @@ void srv_api_job_free(srv_api_job *j)
         free(w);
     }
     srv_reply_free(&j->reply);
+    free(j->parts);
     free(j);
 }
 
@@ -1268,6 +1380,12 @@ int srv_api_handle(const srv_config *cfg, const srv_api_request *q, srv_reply *r
             return 0;
         if (!(*job = job_new(cfg, NULL, s))) {
             search_free(s);
+            srv_reply_problem(r, 500, "internal", "out of memory");
+            return 0;
+        }
+        if (split_search(cfg, s, *job) < 0) {
+            srv_api_job_free(*job);
+            *job = NULL;
             srv_reply_problem(r, 500, "internal", "out of memory");
             return 0;
         }

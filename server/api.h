@@ -34,6 +34,10 @@ typedef struct srv_api_job {
     atomic_int canceled; /* the request gave up (deadline, shutdown): drop the reply */
     void *owner;         /* the http request waiting for it */
     void *work;          /* private to api.c */
+    /* When n_parts > 0 the job is split: submit parts (all or none) instead of the job; the
+     * last part to finish hands the job itself back to base.done. */
+    srv_job **parts;
+    uint32_t n_parts;
 } srv_api_job;
 
 /* Handles r. Returns 0 with *reply filled, or 1 with *job set (run it on a worker; its reply

@@ -620,7 +620,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     }
     job->owner = q;
     job->base.done = &h->done;
-    if (srv_pool_submit(&job->base) != 0) {
+    if ((job->n_parts ? srv_pool_submit_many(job->parts, job->n_parts)
+                      : srv_pool_submit(&job->base)) != 0) {
         srv_api_job_free(job);
         srv_reply_problem(&q->reply, 503, "overloaded",
                           "the worker queue is full (%u jobs); retry shortly", srv_pool_capacity());

@@ -67,8 +67,9 @@ static void *worker(void *arg)
         pool.head = (pool.head + 1) % pool.cap;
         pool.count--;
         pthread_mutex_unlock(&pool.mu);
-        j->run(j);
-        finish(j);
+        srv_job *deliver = j->run(j);
+        if (deliver)
+            finish(deliver);
     }
 }
 
@@ -98,18 +99,28 @@ int srv_pool_start(uint32_t threads, uint32_t capacity, void (*thread_exit)(void
     return 0;
 }
 
-int srv_pool_submit(srv_job *j)
+int srv_pool_submit_many(srv_job *const *jobs, uint32_t n)
 {
     pthread_mutex_lock(&pool.mu);
-    if (pool.count == pool.cap || pool.stopping) {
+    if (pool.cap - pool.count < n || pool.stopping) {
         pthread_mutex_unlock(&pool.mu);
         return -EAGAIN;
     }
-    pool.ring[(pool.head + pool.count) % pool.cap] = j;
-    pool.count++;
-    pthread_cond_signal(&pool.nonempty);
+    for (uint32_t i = 0; i < n; i++) {
+        pool.ring[(pool.head + pool.count) % pool.cap] = jobs[i];
+        pool.count++;
+    }
+    if (n == 1)
+        pthread_cond_signal(&pool.nonempty);
+    else
+        pthread_cond_broadcast(&pool.nonempty);
     pthread_mutex_unlock(&pool.mu);
     return 0;
+}
+
+int srv_pool_submit(srv_job *j)
+{
+    return srv_pool_submit_many(&j, 1);
 }
 
 uint32_t srv_pool_depth(void)

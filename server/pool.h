@@ -16,9 +16,11 @@ typedef struct srv_job srv_job;
 typedef struct srv_done_queue srv_done_queue;
 
 struct srv_job {
-    void (*run)(srv_job *j); /* on a worker thread */
-    srv_done_queue *done;    /* where the job goes afterwards */
-    srv_job *next;           /* private */
+    /* Runs on a worker thread; returns the job to hand back to its loop (usually j itself), or
+     * NULL when nothing is to be delivered yet (a shard of a split job that is not the last). */
+    srv_job *(*run)(srv_job *j);
+    srv_done_queue *done; /* where the job goes afterwards */
+    srv_job *next;        /* private */
 };
 
 struct srv_done_queue {
@@ -37,6 +39,8 @@ srv_job *srv_done_queue_take(srv_done_queue *q);
 int srv_pool_start(uint32_t threads, uint32_t capacity, void (*thread_exit)(void));
 /* Queues j. Returns 0, or -EAGAIN when the queue is full (the caller answers 503). */
 int srv_pool_submit(srv_job *j);
+/* Queues all n jobs or none: 0, or -EAGAIN when fewer than n slots are free. */
+int srv_pool_submit_many(srv_job *const *jobs, uint32_t n);
 /* Jobs queued and not yet taken by a worker. */
 uint32_t srv_pool_depth(void);
 uint32_t srv_pool_capacity(void);

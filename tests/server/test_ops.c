@@ -1127,3 +1127,44 @@ Test(ops, two_loops_share_tables_and_workers)
     load_free(t, N);
     cr_expect_eq(th_server_stop(&srv, SIGTERM), 0, "both loops drain and the exit code is 0");
 }
+
+/* ==== one query split across the workers ==== */
+
+/* On a table large enough to split (100k x 128 f16: 25 MB per exact scan), a server with two
+ * workers splits each query into row ranges and merges them; its answers must equal those of a
+ * one-worker server, which scans in one piece, for every metric, exact and two-stage. */
+Test(ops, split_query_answers_equal_unsplit)
+{
+    char *npy = th_path("split.npy"), *emb = th_path("split.emb");
+    cr_assert_eq(th_system("'%s' gen --kind clusters --rows 100000 --dim 128 --clusters 200 -o "
+                           "'%s' -q && '%s' pack '%s' -o '%s' --eval-queries 0 -q >/dev/null",
+                           EMBD_BIN, npy, EMBD_BIN, npy, emb),
+                 0);
+    char store[600];
+    snprintf(store, sizeof store, "s=%s", emb);
+    th_server one, two;
+    const char *a1[] = {"--threads", "1", store, NULL};
+    const char *a2[] = {"--threads", "2", store, NULL};
+    th_server_start(&one, a1);
+    th_server_start(&two, a2);
+    static const char *bodies[] = {
+        "{\"id\":7,\"k\":50,\"exact\":true}",
+        "{\"id\":99,\"k\":10,\"exact\":true,\"metric\":\"l2\"}",
+        "{\"id\":12345,\"k\":1000,\"exact\":true,\"metric\":\"dot\",\"exclude_ids\":[1,2,3]}",
+        "{\"id\":5,\"k\":10,\"oversample\":100}",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        th_response r1, r2;
+        cr_assert_eq(th_request(&one, "POST", "/v1/tables/s/search", bodies[i], NULL, &r1), 0);
+        cr_assert_eq(th_request(&two, "POST", "/v1/tables/s/search", bodies[i], NULL, &r2), 0);
+        cr_assert_eq(r1.status, 200, "%s", r1.body);
+        cr_assert_eq(r2.status, 200, "%s", r2.body);
+        cr_expect_str_eq(r2.body, r1.body, "split and unsplit answers differ for %s", bodies[i]);
+        th_response_free(&r1);
+        th_response_free(&r2);
+    }
+    cr_expect_eq(th_server_stop(&one, SIGTERM), 0);
+    cr_expect_eq(th_server_stop(&two, SIGTERM), 0);
+    free(npy);
+    free(emb);
+}
