@@ -126,13 +126,7 @@ static void put_key(jsonw *w, const emb_store *s, uint64_t id)
 static json_t *table_json(const srv_table *t)
 {
     const emb_store *s = t->store;
-    json_t *codecs = json_array();
-    if (s->codecs & EMB_CODEC_F32)
-        json_array_append_new(codecs, json_string("f32"));
-    if (s->codecs & EMB_CODEC_F16)
-        json_array_append_new(codecs, json_string("f16"));
-    if (s->codecs & EMB_CODEC_Q1)
-        json_array_append_new(codecs, json_string("q1"));
+    json_t *codecs = srv_json_codecs(s->codecs);
     char crc[16];
     snprintf(crc, sizeof crc, "%08x", s->checksum);
     json_t *meta = NULL;
@@ -543,17 +537,23 @@ static void gather_free(gather_work *g)
     free(g);
 }
 
+/* Appends the positions of the missing ids, comma-separated; returns how many. */
+static size_t put_missing_list(jsonw *w, const gather_work *g)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < g->n; i++)
+        if (g->ids[i] == UINT64_MAX) {
+            if (n++)
+                jsonw_char(w, ',');
+            jsonw_u64(w, i);
+        }
+    return n;
+}
+
 static void put_missing(jsonw *w, const gather_work *g)
 {
     jsonw_cstr(w, "\"missing\":[");
-    int first = 1;
-    for (size_t i = 0; i < g->n; i++)
-        if (g->ids[i] == UINT64_MAX) {
-            if (!first)
-                jsonw_char(w, ',');
-            jsonw_u64(w, i);
-            first = 0;
-        }
+    put_missing_list(w, g);
     jsonw_char(w, ']');
 }
 
@@ -642,16 +642,8 @@ static void gather_run(gather_work *g, srv_reply *r)
         reply_body(r, 200, "application/octet-stream", (char *)b, len);
         jsonw m;
         jsonw_init(&m, 64);
-        int first = 1;
-        for (size_t i = 0; i < g->n; i++)
-            if (g->ids[i] == UINT64_MAX) {
-                if (!first)
-                    jsonw_char(&m, ',');
-                jsonw_u64(&m, i);
-                first = 0;
-            }
         size_t ml;
-        if (!first) { /* an empty header cannot be sent: absent when nothing is missing */
+        if (put_missing_list(&m, g)) { /* an empty header cannot be sent: absent when none */
             snprintf(r->extra_name, sizeof r->extra_name, "X-Embd-Missing");
             r->extra_value = jsonw_steal(&m, &ml);
         }

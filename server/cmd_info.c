@@ -28,13 +28,7 @@ static json_t *info_json(const char *path, const emb_store *s)
 {
     const emb_header *h = s->header;
     json_t *o = json_object();
-    json_t *codecs = json_array();
-    if (s->codecs & EMB_CODEC_F32)
-        json_array_append_new(codecs, json_string("f32"));
-    if (s->codecs & EMB_CODEC_F16)
-        json_array_append_new(codecs, json_string("f16"));
-    if (s->codecs & EMB_CODEC_Q1)
-        json_array_append_new(codecs, json_string("q1"));
+    json_t *codecs = srv_json_codecs(s->codecs);
     char crc[16];
     snprintf(crc, sizeof crc, "%08x", s->checksum);
     json_object_set_new(o, "file", json_string(path));

@@ -3,6 +3,8 @@
  */
 #include "jsonutil.h"
 
+#include "emb_format.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +73,18 @@ json_t *srv_json_bytes(const char *s, size_t len)
     json_t *j = json_stringn(buf, o);
     free(buf);
     return j;
+}
+
+json_t *srv_json_codecs(uint32_t codecs)
+{
+    json_t *a = json_array();
+    if (codecs & EMB_CODEC_F32)
+        json_array_append_new(a, json_string("f32"));
+    if (codecs & EMB_CODEC_F16)
+        json_array_append_new(a, json_string("f16"));
+    if (codecs & EMB_CODEC_Q1)
+        json_array_append_new(a, json_string("q1"));
+    return a;
 }
 
 json_t *srv_json_real(double v)
