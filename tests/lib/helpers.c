@@ -66,6 +66,7 @@ void *th_read_file(const char *path, size_t *len)
     void *buf = malloc((size_t)n + 1);
     cr_assert_not_null(buf);
     cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+    ((char *)buf)[n] = 0; /* callers may print it as a string */
     fclose(f);
     *len = (size_t)n;
     return buf;

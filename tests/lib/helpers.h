@@ -17,7 +17,8 @@ char *th_path(const char *name);
 /* Writes len bytes to path (truncating); aborts the test on failure. */
 void th_write_file(const char *path, const void *data, size_t len);
 
-/* Reads a whole file into a malloc'd buffer; *len gets the size. Aborts the test on failure. */
+/* Reads a whole file into a malloc'd, NUL-terminated buffer; *len gets the size. Aborts the
+ * test on failure. */
 void *th_read_file(const char *path, size_t *len);
 
 /* Deterministic pseudo-random numbers (splitmix64 state). */
