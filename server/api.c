@@ -31,7 +31,12 @@ extern const unsigned long srv_openapi_yaml_len;
 /* Ids are exact JSON integers: 0..2^53-1 (what every JSON client can hold). */
 #define MAX_ID ((UINT64_C(1) << 53) - 1)
 
-#define INLINE_GATHER_VALUES 16384u /* gathers up to this many values are encoded on the loop */
+#define INLINE_GATHER_VALUES 16384u
+
+/* Candidate slots one search request may hold (16 bytes each: 64 MiB): bounds a worker's
+ * scratch whatever the batch size, k and oversample. */
+#define MAX_CANDIDATE_SLOTS (4u << 20) /* gathers up to this many values are encoded on the loop   \
+                                        */
 
 /* ---- small helpers ---- */
 
@@ -787,6 +792,7 @@ typedef struct search_work {
     uint64_t self;     /* a query by id/key: that row (also in exclude) */
     int include_vectors;
     vec_encoding enc;
+    uint32_t candidates; /* per query: k, or k x oversample (emb_search_plan) */
     /* A split query (split_search): one part per worker, the last one finishes. */
     struct search_part *parts;
     emb_hit *part_bufs;
@@ -816,7 +822,8 @@ static int cmp_u64(const void *a, const void *b)
 /* Per worker thread: reused scratch, so no query allocates once a thread is warm. */
 static __thread emb_scratch *tl_scratch;
 static __thread emb_batch_scratch *tl_batch;
-static __thread uint32_t tl_dim, tl_batch_dim, tl_batch_n;
+static __thread uint32_t tl_dim, tl_cand, tl_batch_dim, tl_batch_n, tl_batch_cand;
+static __thread uint64_t tl_hits_cap;
 static __thread emb_hit *tl_hits;
 static __thread uint32_t *tl_counts;
 
@@ -844,26 +851,33 @@ static void put_hits(jsonw *w, const search_work *sw, const emb_hit *h, uint32_t
     jsonw_char(w, ']');
 }
 
-/* Makes sure this worker's scratch fits searches of dim on s; 0 or -1 (out of memory). */
-static int thread_scratch(uint32_t dim, uint32_t nq, const srv_config *cfg)
+/* Makes sure this worker's scratch fits nq queries of dim keeping cand candidates and k hits
+ * each; it grows to the largest request seen (bounded by MAX_CANDIDATE_SLOTS) and is reused,
+ * so a warm worker allocates nothing per query. Returns 0 or -1 (out of memory). */
+static int thread_scratch(uint32_t dim, uint32_t nq, uint32_t k, uint32_t cand)
 {
     if (nq == 1) {
-        if (!tl_scratch || tl_dim != dim) {
+        if (!tl_scratch || tl_dim != dim || tl_cand < cand) {
             emb_scratch_free(tl_scratch);
-            tl_scratch = emb_scratch_new(dim, cfg->max_k * EMB_MAX_OVERSAMPLE);
+            tl_scratch = emb_scratch_new(dim, cand);
             tl_dim = dim;
+            tl_cand = tl_scratch ? cand : 0;
         }
-    } else if (!tl_batch || tl_batch_dim != dim || tl_batch_n < cfg->max_batch) {
+    } else if (!tl_batch || tl_batch_dim != dim || tl_batch_n < nq || tl_batch_cand < cand) {
         emb_batch_scratch_free(tl_batch);
-        tl_batch = emb_batch_scratch_new(dim, cfg->max_batch, cfg->max_k * EMB_MAX_OVERSAMPLE);
+        tl_batch = emb_batch_scratch_new(dim, nq, cand);
         tl_batch_dim = dim;
-        tl_batch_n = cfg->max_batch;
+        tl_batch_n = tl_batch ? nq : 0;
+        tl_batch_cand = tl_batch ? cand : 0;
     }
-    if (!tl_hits) {
-        tl_hits = malloc((size_t)cfg->max_batch * cfg->max_k * sizeof *tl_hits);
-        tl_counts = malloc((size_t)cfg->max_batch * sizeof *tl_counts);
+    if ((uint64_t)nq * k > tl_hits_cap) {
+        free(tl_hits);
+        free(tl_counts);
+        tl_hits = malloc((size_t)nq * k * sizeof *tl_hits);
+        tl_counts = malloc((size_t)nq * sizeof *tl_counts);
+        tl_hits_cap = tl_hits && tl_counts ? (uint64_t)nq * k : 0;
     }
-    return (nq == 1 ? !tl_scratch : !tl_batch) || !tl_hits || !tl_counts ? -1 : 0;
+    return (nq == 1 ? !tl_scratch : !tl_batch) || !tl_hits_cap ? -1 : 0;
 }
 
 /* Encodes the hits of every query (tl_hits, tl_counts) as the search answer. */
@@ -905,7 +919,8 @@ static void search_reply(search_work *sw, srv_reply *r)
 static void search_run(search_work *sw, srv_reply *r, const srv_config *cfg)
 {
     const emb_store *s = sw->t->store;
-    if (thread_scratch(s->dim, sw->nq, cfg) != 0) {
+    (void)cfg;
+    if (thread_scratch(s->dim, sw->nq, sw->p.k, sw->candidates) != 0) {
         srv_reply_problem(r, 500, "internal", "out of memory for search scratch");
         return;
     }
@@ -955,8 +970,7 @@ static srv_job *part_run(srv_job *base)
     search_part *all = sw->parts;
     for (uint32_t i = 1; i < sw->n_parts; i++)
         emb_topk_merge(&all[0].heap, &all[i].heap);
-    const srv_config *cfg = sw->cfg;
-    if (thread_scratch(sw->t->store->dim, 1, cfg) != 0) {
+    if (thread_scratch(sw->t->store->dim, 1, sw->p.k, sw->candidates) != 0) {
         srv_reply_problem(&parent->reply, 500, "internal", "out of memory for search scratch");
         return &parent->base;
     }
@@ -1198,6 +1212,19 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
             sw->exclude[u++] = sw->exclude[i];
     sw->p.exclude = sw->exclude;
     sw->p.n_exclude = (uint32_t)u;
+    emb_search_plan pl;
+    if (emb_search_plan_get(s, sw->queries, &sw->p, &pl) != 0) {
+        srv_reply_problem(r, 422, "invalid-value", "this search cannot be planned");
+        goto fail;
+    }
+    sw->candidates = pl.candidates;
+    if ((uint64_t)sw->nq * pl.candidates > MAX_CANDIDATE_SLOTS) {
+        srv_reply_problem(r, 422, "invalid-value",
+                          "queries x k x oversample = %llu candidates exceeds %u; use fewer "
+                          "queries, a smaller k or oversample",
+                          (unsigned long long)sw->nq * pl.candidates, MAX_CANDIDATE_SLOTS);
+        goto fail;
+    }
     free(refs);
     json_decref(j);
     *out = sw;
@@ -1309,6 +1336,8 @@ void srv_api_thread_exit(void)
     tl_batch = NULL;
     tl_hits = NULL;
     tl_counts = NULL;
+    tl_cand = tl_batch_n = tl_batch_cand = 0;
+    tl_hits_cap = 0;
 }
 
 /* ---- dispatch ---- */

@@ -11,6 +11,7 @@ int cmd_info(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_gen(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 /* Parses a non-negative decimal integer no larger than max; returns 0 or -1. */

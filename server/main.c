@@ -23,6 +23,7 @@ static const subcommand subcommands[] = {
     {"search", cmd_search, "nearest neighbours of a row, a key or a vector"},
     {"serve", cmd_serve, "serve stores over HTTP/JSON"},
     {"gen", cmd_gen, "generate demo and benchmark data (clustered vectors, readable keys)"},
+    {"bench", cmd_bench, "measure bandwidth, scan GB/s, queries/s and recall of every search mode"},
 };
 
 static void usage(FILE *out)

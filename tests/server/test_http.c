@@ -2730,3 +2730,27 @@ Test(odd, base64_f32_is_the_stored_bytes)
         hx_free(&r);
     }
 }
+
+/* A batch whose queries x k x oversample would need more candidate slots than a worker may
+ * hold is refused with 422 before any scan (64 x 1000 x 100 = 6.4M > 4M). */
+Test(http, batch_candidate_budget_is_422)
+{
+    size_t cap = 64 * (64 * 4 + 4) + 128, n = 0;
+    char *body = malloc(cap);
+    n += (size_t)snprintf(body + n, cap - n, "{\"k\":1000,\"oversample\":100,\"vectors\":[");
+    for (int q = 0; q < 64; q++) {
+        body[n++] = q ? ',' : '[';
+        if (q)
+            body[n++] = '[';
+        for (int d = 0; d < 64; d++)
+            n += (size_t)snprintf(body + n, cap - n, "%s0.5", d ? "," : "");
+        body[n++] = ']';
+    }
+    n += (size_t)snprintf(body + n, cap - n, "]}");
+    th_response r;
+    cr_assert_eq(th_request(&srv, "POST", "/v1/tables/demo/search", body, NULL, &r), 0);
+    cr_expect_eq(r.status, 422, "%s", r.body);
+    cr_expect(strstr(r.body, "candidates exceeds"), "%s", r.body);
+    th_response_free(&r);
+    free(body);
+}
