@@ -30,7 +30,7 @@ contains() {
 # ---- help and usage ----
 expect "embd --help" 0 "$embd" --help
 contains "help lists pack" "pack"
-for sub in pack info verify search gen; do
+for sub in pack info verify search gen serve bench; do
   expect "embd $sub --help" 0 "$embd" "$sub" --help
 done
 expect "unknown command is a usage error" 2 "$embd" frobnicate
@@ -174,6 +174,15 @@ PY
 else
   echo "skip - /usr/bin/python3 has no numpy: input-format tests skipped"
 fi
+# ---- bench (a tiny run: it must work and write JSON, timings are not checked) ----
+expect "bench --help" 0 "$embd" bench --help
+expect "bench on a small generated table" 0 "$embd" bench --rows 2000 --dim 32 --seconds 0.1 \
+  --repeats 1 --bw-mib 16 --nq 64 --recall-queries 20 --json bench.json
+if $py -c 'import json; d=json.load(open("bench.json")); assert d["tables"] and d["bandwidth"]' 2>/dev/null; then
+  ok "bench --json writes tables and bandwidth"; else fail "bench --json writes tables and bandwidth"; fi
+contains "bench checks the split and batch answers" "32/32 +64/64"
+expect "bench with a bad option" 2 "$embd" bench --rows 0
+
 expect "pack a missing file fails" 1 "$embd" pack does-not-exist.npy -o x.emb
 printf 'garbage' >junk.npy
 expect "pack a junk .npy fails" 1 "$embd" pack junk.npy -o x.emb
