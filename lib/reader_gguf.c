@@ -117,6 +117,7 @@ static int g_trunc(const emb_reader *r, const char *what, emb_error *err)
 static int g_u32(emb_reader *r, uint32_t *v, const char *what, emb_error *err)
 {
     uint8_t b[4];
+    *v = 0; /* defined on every path, also for the compiler's flow analysis */
     int rc = emb__rbuf_read(&r->in, b, 4, err);
     if (rc == 1)
         return g_trunc(r, what, err);
@@ -129,6 +130,7 @@ static int g_u32(emb_reader *r, uint32_t *v, const char *what, emb_error *err)
 static int g_u64(emb_reader *r, uint64_t *v, const char *what, emb_error *err)
 {
     uint8_t b[8];
+    *v = 0; /* defined on every path, also for the compiler's flow analysis */
     int rc = emb__rbuf_read(&r->in, b, 8, err);
     if (rc == 1)
         return g_trunc(r, what, err);
@@ -196,7 +198,7 @@ static int walk_kv(emb_reader *r, uint64_t n_kv, gguf_found *f, char *name, emb_
 {
     int rc;
     for (uint64_t i = 0; i < n_kv; i++) {
-        size_t klen;
+        size_t klen = 0;
         if ((rc = g_name(r, name, &klen, "key", err)) < 0)
             return rc;
         int is_align = strcmp(name, "general.alignment") == 0 && klen == 17;
@@ -279,9 +281,9 @@ static int walk_tensors(emb_reader *r, uint64_t n_tensors, const char *want, ggu
     int rc;
     size_t want_len = strlen(want);
     for (uint64_t i = 0; i < n_tensors; i++) {
-        size_t nlen;
-        uint32_t n_dims, type;
-        uint64_t dims[GGUF_MAX_DIMS], offset;
+        size_t nlen = 0;
+        uint32_t n_dims = 0, type = 0;
+        uint64_t dims[GGUF_MAX_DIMS] = {0}, offset = 0;
         if ((rc = g_name(r, name, &nlen, "tensor name", err)) < 0)
             return rc;
         if ((rc = g_u32(r, &n_dims, "a tensor's dimension count", err)) < 0)

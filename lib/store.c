@@ -487,10 +487,10 @@ static int verify_keys(const emb_store *s, emb_error *err)
     /* Every key must be found, at its own row or at an earlier row with the same key (the
      * first of duplicate keys wins). */
     for (uint64_t i = 0; i < s->rows; i++) {
-        const char *k, *k2;
-        size_t len, len2;
+        const char *k = NULL, *k2;
+        size_t len = 0, len2;
         uint64_t id;
-        emb_store_key(s, i, &k, &len);
+        emb_store_key(s, i, &k, &len); /* offsets were checked above: cannot fail */
         int rc = emb_store_find(s, k, len, &id);
         if (rc != 0 || id > i || emb_store_key(s, id, &k2, &len2) != 0 || len2 != len ||
             memcmp(k, k2, len) != 0)
