@@ -35,8 +35,9 @@ extern const unsigned long srv_openapi_yaml_len;
 
 /* Candidate slots one search request may hold (16 bytes each: 64 MiB): bounds a worker's
  * scratch whatever the batch size, k and oversample. */
-#define MAX_CANDIDATE_SLOTS (4u << 20) /* gathers up to this many values are encoded on the loop   \
-                                        */
+#define MAX_CANDIDATE_SLOTS                                                                        \
+    (4u << 20) /* gathers up to this many values are encoded on the loop                           \
+                */
 
 /* ---- small helpers ---- */
 
