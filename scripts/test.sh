@@ -32,12 +32,12 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   run_suite "asan+ubsan" build-asan -DEMBD_SANITIZE=address,undefined
 
 echo "== format check (clang-format, .clang-format)"
-if clang-format --dry-run -Werror lib/*.c lib/*.h server/*.c server/*.h tests/lib/*.c \
-     tests/lib/*.h 2>/dev/null; then
+fmt_files=(lib/*.c lib/*.h server/*.c server/*.h tests/lib/*.c tests/lib/*.h tests/server/*.c
+  tests/server/*.h)
+if clang-format --dry-run -Werror "${fmt_files[@]}" 2>/dev/null; then
   passed=$((passed + 1))
 else
-  clang-format --dry-run lib/*.c lib/*.h server/*.c server/*.h tests/lib/*.c tests/lib/*.h 2>&1 |
-    head -20 || true
+  clang-format --dry-run "${fmt_files[@]}" 2>&1 | head -20 || true
   failed=$((failed + 1))
   echo "format check FAILED: run clang-format -i on the files above"
 fi
