@@ -196,6 +196,15 @@ int emb__read_bin_row(emb_reader *r, const uint8_t **raw, emb_error *err)
             v[i] = emb_bf16_to_f32(emb__le16(p + 2 * (size_t)i));
         break;
     case EMB__DT_Q1: emb_q1_decode(p, dim, v); break;
+    case EMB__DT_F64:
+        for (uint32_t i = 0; i < dim; i++) {
+            uint64_t u = (uint64_t)emb__le32(p + 8 * (size_t)i) |
+                         (uint64_t)emb__le32(p + 8 * (size_t)i + 4) << 32;
+            double d;
+            memcpy(&d, &u, 8);
+            v[i] = (float)d; /* beyond float32 it becomes inf, refused below */
+        }
+        break;
     }
     if (raw)
         *raw = p;

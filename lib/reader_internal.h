@@ -73,7 +73,8 @@ typedef enum emb__dtype {
     EMB__DT_F32 = 0,
     EMB__DT_F16,
     EMB__DT_BF16,
-    EMB__DT_Q1, /* GGML Q1_0 blocks */
+    EMB__DT_Q1,  /* GGML Q1_0 blocks */
+    EMB__DT_F64, /* float64, rounded to the nearest float32 (np.save's default dtype) */
 } emb__dtype;
 
 typedef struct emb__reader_ops {

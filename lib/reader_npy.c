@@ -109,9 +109,10 @@ static int sc_shape(npy_scan *s, uint64_t *shape, uint32_t *ndim, emb_error *err
 /* Maps a descr to a dtype, or explains why not. */
 static int npy_descr(const char *d, size_t n, emb__dtype *dt, emb_error *err)
 {
-    if (n == 3 && (d[0] == '<' || d[0] == '=') && d[1] == 'f' && (d[2] == '4' || d[2] == '2')) {
+    if (n == 3 && (d[0] == '<' || d[0] == '=') && d[1] == 'f' &&
+        (d[2] == '4' || d[2] == '2' || d[2] == '8')) {
         /* '=' is native order; libembd only builds for little-endian hosts' on-disk layouts. */
-        *dt = d[2] == '4' ? EMB__DT_F32 : EMB__DT_F16;
+        *dt = d[2] == '4' ? EMB__DT_F32 : d[2] == '2' ? EMB__DT_F16 : EMB__DT_F64;
         return 0;
     }
     if (n >= 1 && d[0] == '>')
@@ -125,7 +126,8 @@ static int npy_descr(const char *d, size_t n, emb__dtype *dt, emb_error *err)
                              "loaded; save a float32 array instead",
                              (int)n, d);
     return emb_error_set(err, EMB_EUNSUPPORTED,
-                         "npy dtype '%.*s' is not supported (float32 '<f4' or float16 '<f2' only)",
+                         "npy dtype '%.*s' is not supported (float32 '<f4', float16 '<f2' or "
+                         "float64 '<f8' only)",
                          (int)(n > 32 ? 32 : n), d);
 }
 
@@ -260,7 +262,7 @@ static int npy_open(emb_reader *r, const char *tensor, emb_error *err)
     if (shape[1] < 1 || shape[1] > EMB_MAX_DIM)
         return emb_error_set(err, EMB_EUNSUPPORTED, "npy dim %llu outside 1..%u",
                              (unsigned long long)shape[1], EMB_MAX_DIM);
-    size_t item = r->dtype == EMB__DT_F32 ? 4 : 2;
+    size_t item = r->dtype == EMB__DT_F64 ? 8 : r->dtype == EMB__DT_F32 ? 4 : 2;
     uint64_t data_off = hoff + hlen, bytes;
     r->row_bytes = (size_t)shape[1] * item;
     if (emb__mul_u64(shape[0], r->row_bytes, &bytes) != 0)
@@ -280,7 +282,9 @@ static int npy_open(emb_reader *r, const char *tensor, emb_error *err)
                              (unsigned long long)shape[0], (unsigned long long)shape[1]);
     r->info.rows = shape[0];
     r->info.dim = (uint32_t)shape[1];
-    strcpy(r->info.source_dtype, r->dtype == EMB__DT_F32 ? "f32" : "f16");
+    strcpy(r->info.source_dtype, r->dtype == EMB__DT_F64   ? "f64"
+                                 : r->dtype == EMB__DT_F32 ? "f32"
+                                                           : "f16");
     r->data_off = data_off;
     r->in.pos += (size_t)data_off;
     return 0;

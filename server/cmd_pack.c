@@ -23,7 +23,7 @@ static void usage(FILE *out)
         "usage: embd pack INPUT -o OUT.emb [options]\n"
         "\n"
         "Converts an embedding table into an embd store, written atomically.\n"
-        "Inputs: .npy (f32/f16, C order), safetensors (F32/F16/BF16), GGUF (F32/F16/BF16/\n"
+        "Inputs: .npy (f32/f16/f64, C order), safetensors (F32/F16/BF16), GGUF (F32/F16/BF16/\n"
         "Q1_0, tokens as keys), word2vec binary and text, fastText .vec, GloVe text, fvecs.\n"
         "\n"
         "options:\n"
