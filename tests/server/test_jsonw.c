@@ -339,7 +339,20 @@ Test(jsonw, float_limits)
     }
 }
 
-/* count patterns from the seed; NaN and infinity patterns must print null (check_float). */
+/* Floats whose text goes wrong when one detail of the rounding interval is mishandled (found by
+ * breaking it on purpose): bounds always closed (first three), always open (next three), exact
+ * integer quotients for k > 0 taken as inexact (next three), the narrower interval below a power
+ * of two ignored (last two). */
+Test(jsonw, float_interval_edges)
+{
+    static const uint32_t bits[] = {0x4C4CBEE5, 0x4CFC66C1, 0x4D7F415D, 0xCFF81BDE,
+                                    0x4CF4681E, 0xCC56BEB8, 0x4DC5273E, 0x4DF1F8E0,
+                                    0x4E776171, 0x0C000000, 0x4C000000};
+    for (size_t i = 0; i < sizeof bits / sizeof bits[0]; i++)
+        check_float(float_of(bits[i]));
+}
+
+/* Checks count bit patterns drawn from seed; NaN and infinity patterns must print null. */
 static void check_random_bits(uint64_t seed, uint32_t count)
 {
     uint64_t st = seed;
