@@ -122,14 +122,9 @@ int th_server_stop(th_server *s, int sig)
     return -2;
 }
 
-typedef struct growbuf {
-    char *p;
-    size_t len;
-} growbuf;
-
-static size_t on_body(char *data, size_t size, size_t n, void *ud)
+size_t th_curl_body(char *data, size_t size, size_t n, void *ud)
 {
-    growbuf *b = ud;
+    th_buf *b = ud;
     size_t add = size * n;
     char *np = realloc(b->p, b->len + add + 1);
     if (!np)
@@ -202,7 +197,7 @@ int th_request(const th_server *s, const char *method, const char *path, const c
     cr_assert_not_null(c);
     char url[2048];
     snprintf(url, sizeof url, "%s%s", s->base, path);
-    growbuf b = {0};
+    th_buf b = {0};
     struct curl_slist *hl = NULL;
     int has_ct = 0;
     for (int i = 0; headers && headers[i]; i++) {
@@ -222,7 +217,7 @@ int th_request(const th_server *s, const char *method, const char *path, const c
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
     }
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, th_curl_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, r);

@@ -51,6 +51,15 @@ void th_response_free(th_response *r);
  * timeout_ms passes; returns the bytes read (malloc'd, NUL-terminated) and *len. */
 char *th_raw(const th_server *s, const char *data, size_t len, int timeout_ms, size_t *out_len);
 
+/* A growable, NUL-terminated byte buffer for curl bodies; free p when done. */
+typedef struct th_buf {
+    char *p;
+    size_t len;
+} th_buf;
+
+/* CURLOPT_WRITEFUNCTION appending to the th_buf given as CURLOPT_WRITEDATA. */
+size_t th_curl_body(char *data, size_t size, size_t n, void *ud);
+
 /* The VmRSS of the server process in kB (from /proc), or -1. */
 long th_server_rss_kb(const th_server *s);
 

@@ -260,25 +260,6 @@ typedef struct load_thread {
     char first_fail[300];
 } load_thread;
 
-typedef struct growbuf {
-    char *p;
-    size_t len;
-} growbuf;
-
-static size_t on_body(char *data, size_t size, size_t n, void *ud)
-{
-    growbuf *b = ud;
-    size_t add = size * n;
-    char *np = realloc(b->p, b->len + add + 1);
-    if (!np)
-        return 0;
-    memcpy(np + b->len, data, add);
-    b->p = np;
-    b->len += add;
-    b->p[b->len] = 0;
-    return add;
-}
-
 static int conn_error(int rc)
 {
     return rc == CURLE_COULDNT_CONNECT || rc == CURLE_GOT_NOTHING || rc == CURLE_RECV_ERROR ||
@@ -298,10 +279,10 @@ static void *load_main(void *arg)
     hl = curl_slist_append(hl, "Expect:");
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, th_curl_body);
     for (int i = 0;
          i < t->max_iter && i < LOAD_MAX && !atomic_load(t->stop) && now_s() < t->deadline; i++) {
-        growbuf b = {0};
+        th_buf b = {0};
         int is_row = (i + t->index) % 2 == 0;
         curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
         if (is_row) {
@@ -881,7 +862,7 @@ Test(ops, limits_precedence_table_and_media_type_before_413)
 /* ==== 503: the worker queue full ==== */
 
 typedef struct burst_resp {
-    growbuf body;
+    th_buf body;
     char retry_after[32], request_id[160], etag[80];
     long status;
     char ctype[128];
@@ -974,7 +955,7 @@ static void burst(int n, burst_resp *out)
         curl_easy_setopt(h[i], CURLOPT_URL, url);
         curl_easy_setopt(h[i], CURLOPT_POSTFIELDS, bodies[i]);
         curl_easy_setopt(h[i], CURLOPT_HTTPHEADER, hl);
-        curl_easy_setopt(h[i], CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(h[i], CURLOPT_WRITEFUNCTION, th_curl_body);
         curl_easy_setopt(h[i], CURLOPT_WRITEDATA, &out[i].body);
         curl_easy_setopt(h[i], CURLOPT_HEADERFUNCTION, burst_header);
         curl_easy_setopt(h[i], CURLOPT_HEADERDATA, &out[i]);
