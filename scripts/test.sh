@@ -31,6 +31,37 @@ run_suite "release" build-ci
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   run_suite "asan+ubsan" build-asan -DEMBD_SANITIZE=address,undefined
 
+# ThreadSanitizer: the server built with -fsanitize=thread, driven by the release build's
+# integration suites (Criterion itself cannot run under gcc's TSan). Any report fails the step.
+tsan_step() {
+  echo "== tsan: build the server with -fsanitize=thread (build-tsan)"
+  cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBD_WERROR=ON \
+    -DEMBD_SANITIZE=thread -DEMBD_TESTS=OFF >/dev/null
+  cmake --build build-tsan -j "$(nproc)" --target embd >build-tsan/build.log 2>&1 ||
+    { tail -40 build-tsan/build.log; return 1; }
+  local reports=build-tsan/reports
+  rm -rf "$reports" && mkdir -p "$reports"
+  echo "== tsan: server and curl suites against build-tsan/embd"
+  local rc=0
+  EMBD_TEST_SERVER_BIN=$PWD/build-tsan/embd TSAN_OPTIONS="log_path=$PWD/$reports/tsan exitcode=66" \
+    build-ci/test_server --jobs 1 >build-tsan/server.log 2>&1 || rc=1
+  TSAN_OPTIONS="log_path=$PWD/$reports/tsan exitcode=66" \
+    tests/server/curl.sh build-tsan/embd >build-tsan/curl.log 2>&1 || rc=1
+  tail -3 build-tsan/server.log build-tsan/curl.log
+  if compgen -G "$reports/tsan.*" >/dev/null; then
+    head -60 "$reports"/tsan.*
+    echo "tsan: $(ls "$reports" | wc -l) report file(s) in $reports"
+    rc=1
+  fi
+  return $rc
+}
+if tsan_step; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+  echo "suite tsan FAILED"
+fi
+
 echo "== format check (clang-format, .clang-format)"
 fmt_files=(lib/*.c lib/*.h server/*.c server/*.h tests/lib/*.c tests/lib/*.h tests/server/*.c
   tests/server/*.h)

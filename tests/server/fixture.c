@@ -50,9 +50,14 @@ void th_server_start(th_server *s, const char *const *args)
     static int n;
     snprintf(s->log_path, sizeof s->log_path, "%s/server-%d-%d.log", th_tmpdir(), (int)getpid(),
              n++);
+    /* $EMBD_TEST_SERVER_BIN runs the suite against another build of the server (the
+     * ThreadSanitizer step of scripts/test.sh); every other embd command uses EMBD_BIN. */
+    const char *bin = getenv("EMBD_TEST_SERVER_BIN");
+    if (!bin || !*bin)
+        bin = EMBD_BIN;
     const char *argv[64];
     int a = 0;
-    argv[a++] = EMBD_BIN;
+    argv[a++] = bin;
     argv[a++] = "serve";
     argv[a++] = "--listen";
     argv[a++] = "127.0.0.1:0";
@@ -70,7 +75,7 @@ void th_server_start(th_server *s, const char *const *args)
         int fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 2);
         dup2(fd, 1);
-        execv(EMBD_BIN, (char *const *)argv);
+        execv(bin, (char *const *)argv);
         _exit(127);
     }
     double t0 = now_s();
