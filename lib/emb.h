@@ -110,6 +110,12 @@ int emb_store_parse(emb_store *s, const void *buf, size_t len, emb_error *err);
 /* Unmaps and frees. Accepts NULL. */
 void emb_store_close(emb_store *s);
 
+/* Async-signal-safe, for a SIGBUS handler: the path (borrowed, possibly truncated to 239 bytes)
+ * of the open store whose mapping contains addr, with addr's offset in the file in *offset; NULL
+ * when addr is in no store opened by emb_store_open (only the first 64 open at once are
+ * tracked). A store file truncated in place while mapped raises SIGBUS on the vanished pages. */
+const char *emb_store_mapping_at(const void *addr, uint64_t *offset);
+
 /* Reads every section, checks each CRC, the key offsets, the key index and the padding.
  * Returns 0 when sound, else the first failure (EMB_ECHECKSUM or EMB_ECORRUPT) described in err. */
 int emb_store_verify(const emb_store *s, emb_error *err);

@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,6 +290,54 @@ int emb_store_parse(emb_store *s, const void *buf, size_t len, emb_error *err)
     return 0;
 }
 
+/* The mappings of open stores, so that a SIGBUS handler can name the store whose pages
+ * vanished (a file truncated in place). A fixed array because the handler may neither lock nor
+ * allocate: a slot is claimed with `used`, filled, then published by a release store of `base`;
+ * readers acquire `base` before reading `len` and `path`. Stores beyond MAP_SLOTS open at once
+ * are served all the same, only not named by emb_store_mapping_at. */
+enum { MAP_SLOTS = 64 };
+static struct map_slot {
+    atomic_int used;
+    _Atomic(const char *) base;
+    size_t len;
+    char path[240];
+} map_slots[MAP_SLOTS];
+
+static void map_register(const void *base, size_t len, const char *path)
+{
+    for (int i = 0; i < MAP_SLOTS; i++) {
+        int free_slot = 0;
+        if (atomic_compare_exchange_strong(&map_slots[i].used, &free_slot, 1)) {
+            map_slots[i].len = len;
+            snprintf(map_slots[i].path, sizeof map_slots[i].path, "%s", path);
+            atomic_store_explicit(&map_slots[i].base, base, memory_order_release);
+            return;
+        }
+    }
+}
+
+static void map_unregister(const void *base)
+{
+    for (int i = 0; i < MAP_SLOTS; i++)
+        if (atomic_load_explicit(&map_slots[i].base, memory_order_acquire) == base) {
+            atomic_store(&map_slots[i].base, NULL);
+            atomic_store(&map_slots[i].used, 0);
+            return;
+        }
+}
+
+const char *emb_store_mapping_at(const void *addr, uint64_t *offset)
+{
+    for (int i = 0; i < MAP_SLOTS; i++) {
+        const char *b = atomic_load_explicit(&map_slots[i].base, memory_order_acquire);
+        if (b && (const char *)addr >= b && (size_t)((const char *)addr - b) < map_slots[i].len) {
+            *offset = (uint64_t)((const char *)addr - b);
+            return map_slots[i].path;
+        }
+    }
+    return NULL;
+}
+
 int emb_store_open(emb_store **out, const char *path, emb_error *err)
 {
     int rc;
@@ -329,6 +378,7 @@ int emb_store_open(emb_store **out, const char *path, emb_error *err)
     s->_map = map;
     s->_map_len = len;
     close(fd);
+    map_register(map, len, path);
     *out = s;
     return 0;
 
@@ -345,8 +395,10 @@ void emb_store_close(emb_store *s)
 {
     if (!s)
         return;
-    if (s->_map)
+    if (s->_map) {
+        map_unregister(s->_map);
         munmap(s->_map, s->_map_len);
+    }
     free(s);
 }
 

@@ -6,6 +6,11 @@
 #ifndef SRV_CLI_H
 #define SRV_CLI_H
 
+/* Exit status when a store's file is truncated or rewritten in place while mapped (SIGBUS on
+ * its pages): 74, sysexits' EX_IOERR. */
+#define CLI_EXIT_STORE_CHANGED     74
+#define CLI_EXIT_STORE_CHANGED_STR "74"
+
 int cmd_pack(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_verify(int argc, char **argv);

@@ -2,6 +2,8 @@
  * main.c - the embd executable: dispatches to a subcommand.
  */
 #include <errno.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include "cli.h"
 #include "emb.h"
 #include "emb_kernels.h"
+#include "srv.h"
 
 typedef struct subcommand {
     const char *name;
@@ -48,8 +51,38 @@ int cli_parse_u64(const char *s, unsigned long long max, unsigned long long *out
     return 0;
 }
 
+/* A store file truncated or rewritten in place while mapped: the kernel raises SIGBUS on the
+ * pages that vanished. The faulting thread cannot go on (the bytes it was reading no longer
+ * exist) and nothing it read can be trusted, so the process names the store in one log line and
+ * exits with CLI_EXIT_STORE_CHANGED; a supervisor restarts it on the file as it now is. A SIGBUS
+ * anywhere else is a bug: the default action (core) is restored and the access faults again. */
+static void on_sigbus(int sig, siginfo_t *si, void *uctx)
+{
+    (void)uctx;
+    uint64_t off = 0;
+    const char *path = emb_store_mapping_at(si->si_addr, &off);
+    if (!path) {
+        signal(sig, SIG_DFL);
+        return;
+    }
+    char num[24], *p = num + sizeof num;
+    *--p = 0;
+    do
+        *--p = (char)('0' + off % 10);
+    while (off /= 10);
+    srv_log(SRV_LOG_ERROR,
+            "SIGBUS: a store file was truncated or rewritten in place while mapped; exiting "
+            "(replace a store by renaming a new file over it)",
+            "path", path, "offset", p, "exit_code", CLI_EXIT_STORE_CHANGED_STR, NULL);
+    _exit(CLI_EXIT_STORE_CHANGED);
+}
+
 int main(int argc, char **argv)
 {
+    struct sigaction sa = {.sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+    srv_log_init(0, SRV_LOG_INFO); /* text for the CLI; serve sets its own format */
     if (argc < 2) {
         usage(stderr);
         return 2;

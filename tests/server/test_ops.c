@@ -1149,3 +1149,161 @@ Test(ops, split_query_answers_equal_unsplit)
     free(npy);
     free(emb);
 }
+
+/* ==== faults: the store file changes under the server ==== */
+
+/* Starts the server on a private copy of the demo store named "f" at *path (th_tmpdir). */
+static void start_on_copy(const char *name, char **path)
+{
+    *path = th_path(name);
+    copy_file(th_demo_store(), *path);
+    char arg[600];
+    snprintf(arg, sizeof arg, "f=%s", *path);
+    const char *args[] = {arg, NULL};
+    th_server_start(&srv, args);
+}
+
+static char *get_body(const char *path)
+{
+    th_response r = req("GET", path, NULL, NULL);
+    cr_assert_eq(r.status, 200, "GET %s: %ld %.200s", path, r.status, r.body);
+    char *b = strdup(r.body);
+    th_response_free(&r);
+    return b;
+}
+
+/* The mapping outlives the name: a store renamed or deleted while served keeps answering from
+ * the mapping, byte for byte; a reload that cannot open the path keeps the old table. */
+Test(ops, store_renamed_or_deleted_keeps_serving_from_the_mapping)
+{
+    char *path;
+    start_on_copy("fault-unlink.emb", &path);
+    char *row = get_body("/v1/tables/f/rows/7"), *key = get_body("/v1/tables/f/keys/apple");
+    char moved[640];
+    snprintf(moved, sizeof moved, "%s.moved", path);
+    cr_assert_eq(rename(path, moved), 0);
+    char *b = get_body("/v1/tables/f/rows/7");
+    cr_expect_str_eq(b, row, "after rename");
+    free(b);
+    cr_assert_eq(unlink(moved), 0);
+    b = get_body("/v1/tables/f/rows/7");
+    cr_expect_str_eq(b, row, "after unlink");
+    free(b);
+    b = get_body("/v1/tables/f/keys/apple");
+    cr_expect_str_eq(b, key, "key lookup after unlink");
+    free(b);
+    th_response r = req("POST", "/v1/tables/f/search", "{\"key\":\"apple\",\"k\":3}", NULL);
+    cr_expect_eq(r.status, 200, "search after unlink: %.200s", r.body);
+    th_response_free(&r);
+
+    r = req("POST", "/v1/admin/reload", NULL, NULL);
+    json_t *j = ok_json(&r, "reload with the file gone");
+    json_t *f0 = json_array_get(json_object_get(j, "failed"), 0);
+    const char *err = json_string_value(json_object_get(f0, "error"));
+    cr_expect(json_array_size(json_object_get(j, "reloaded")) == 0 && err &&
+                  strstr(err, "No such file or directory"),
+              "%.300s", r.body);
+    json_decref(j);
+    th_response_free(&r);
+    b = get_body("/v1/tables/f/rows/7");
+    cr_expect_str_eq(b, row, "the old mapping serves after the failed reload");
+    free(b);
+    cr_expect_eq(th_server_stop(&srv, SIGTERM), 0);
+    free(row);
+    free(key);
+    free(path);
+}
+
+/* A reload that finds a damaged file (renamed over the store, as replacements must be) refuses
+ * it with the failed check in the log, and the old table keeps serving. Each damage is one the
+ * validating open detects without reading rows; damage inside the rows is found by `embd
+ * verify`, which reads every checksum (README: operations). */
+Test(ops, reload_with_a_damaged_store_keeps_the_old_table)
+{
+    char *path;
+    start_on_copy("fault-corrupt.emb", &path);
+    char *row = get_body("/v1/tables/f/rows/3");
+    size_t len;
+    unsigned char *good = th_read_file(path, &len);
+    struct {
+        const char *what;
+        size_t off; /* byte to flip, or len for "zeros" / "text" */
+    } damage[] = {
+        {"magic", 0},
+        {"header field (rows)", 24},
+        {"section table entry", 64 + 8},
+        {"file of zeros", SIZE_MAX},
+        {"text file", SIZE_MAX - 1},
+    };
+    char tmp[640];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    for (size_t i = 0; i < sizeof damage / sizeof damage[0]; i++) {
+        unsigned char *bad = malloc(len);
+        memcpy(bad, good, len);
+        size_t bad_len = len;
+        if (damage[i].off == SIZE_MAX)
+            memset(bad, 0, len);
+        else if (damage[i].off == SIZE_MAX - 1)
+            bad_len = (size_t)snprintf((char *)bad, len, "this is not a store\n");
+        else
+            bad[damage[i].off] ^= 0x40;
+        th_write_file(tmp, bad, bad_len);
+        free(bad);
+        cr_assert_eq(rename(tmp, path), 0);
+        int before = log_count("reload failed");
+        th_response r = req("POST", "/v1/admin/reload", NULL, NULL);
+        json_t *j = ok_json(&r, damage[i].what);
+        json_t *failed = json_object_get(j, "failed");
+        const char *t = json_string_value(json_object_get(json_array_get(failed, 0), "table"));
+        cr_expect(json_array_size(failed) == 1 && t && !strcmp(t, "f"), "%s: %.200s",
+                  damage[i].what, r.body);
+        json_decref(j);
+        th_response_free(&r);
+        cr_expect_eq(log_count("reload failed"), before + 1, "%s: logged", damage[i].what);
+        char *b = get_body("/v1/tables/f/rows/3");
+        cr_expect_str_eq(b, row, "%s: the old table serves", damage[i].what);
+        free(b);
+    }
+    /* The sound file again: the reload takes it. */
+    th_write_file(tmp, good, len);
+    cr_assert_eq(rename(tmp, path), 0);
+    th_response r = req("POST", "/v1/admin/reload", NULL, NULL);
+    cr_expect(strstr(r.body, "\"reloaded\":[\"f\"]"), "%.200s", r.body);
+    th_response_free(&r);
+    th_response h = req("GET", "/healthz", NULL, NULL);
+    cr_expect_eq(h.status, 200);
+    th_response_free(&h);
+    cr_expect_eq(th_server_stop(&srv, SIGTERM), 0);
+    free(good);
+    free(row);
+    free(path);
+}
+
+/* A store truncated in place while mapped (what the README forbids): reading a vanished page
+ * raises SIGBUS, and the server logs which store, at which offset, and exits 74 (EX_IOERR)
+ * instead of serving bytes that no longer exist. */
+Test(ops, store_truncated_in_place_exits_74_naming_the_store)
+{
+    char *path;
+    start_on_copy("fault-truncate.emb", &path);
+    size_t len;
+    free(th_read_file(path, &len));
+    cr_assert_gt(len, 3 * 4096, "the demo store spans several pages (%zu bytes)", len);
+    th_response r = req("GET", "/v1/tables/f/rows/0", NULL, NULL);
+    json_t *j = ok_json(&r, "row 0");
+    json_decref(j);
+    th_response_free(&r);
+    cr_assert_eq(truncate(path, 4096), 0, "truncate: %s", strerror(errno));
+    /* An exact search reads every row, so it touches the vanished pages. */
+    th_response s;
+    int rc = th_request(&srv, "POST", "/v1/tables/f/search", "{\"id\":0,\"k\":3,\"exact\":true}",
+                        NULL, &s);
+    cr_expect(rc != 0, "no answer after the pages vanished (got curl %d, status %ld)", rc,
+              s.status);
+    if (rc == 0)
+        th_response_free(&s);
+    cr_expect_eq(th_server_stop(&srv, 0), 74, "exit status");
+    cr_expect_eq(log_count("SIGBUS: a store file was truncated"), 1);
+    cr_expect_eq(log_count(path), 2, "the path is in the serving line and the SIGBUS line");
+    free(path);
+}
