@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's second command, and what CI runs (.ci/run): install, build with -Werror, run
-# every test; then again under AddressSanitizer + UndefinedBehaviorSanitizer; then the format
+# every test; then again under AddressSanitizer + UndefinedBehaviorSanitizer with the
+# allocation-failure hook (lib/emb_fault.h); then the ThreadSanitizer step; then the format
 # check. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ run_suite() { # name build-dir cmake-args...
 
 run_suite "release" build-ci
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  run_suite "asan+ubsan" build-asan -DEMBD_SANITIZE=address,undefined
+  run_suite "asan+ubsan" build-asan -DEMBD_SANITIZE=address,undefined -DEMBD_FAULT_INJECTION=ON
 
 # ThreadSanitizer: the server built with -fsanitize=thread, driven by the release build's
 # integration suites (Criterion itself cannot run under gcc's TSan). Any report fails the step.

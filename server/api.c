@@ -823,7 +823,7 @@ static int cmp_u64(const void *a, const void *b)
 /* Per worker thread: reused scratch, so no query allocates once a thread is warm. */
 static __thread emb_scratch *tl_scratch;
 static __thread emb_batch_scratch *tl_batch;
-static __thread uint32_t tl_dim, tl_cand, tl_batch_dim, tl_batch_n, tl_batch_cand;
+static __thread uint32_t tl_dim, tl_cand, tl_batch_dim, tl_batch_n, tl_batch_cand, tl_counts_cap;
 static __thread uint64_t tl_hits_cap;
 static __thread emb_hit *tl_hits;
 static __thread uint32_t *tl_counts;
@@ -871,14 +871,22 @@ static int thread_scratch(uint32_t dim, uint32_t nq, uint32_t k, uint32_t cand)
         tl_batch_n = tl_batch ? nq : 0;
         tl_batch_cand = tl_batch ? cand : 0;
     }
+    /* Hits and per-query counts grow separately: nq x k may fit the hits of an earlier
+     * request with fewer queries while the counts do not. */
     if ((uint64_t)nq * k > tl_hits_cap) {
         free(tl_hits);
-        free(tl_counts);
         tl_hits = malloc((size_t)nq * k * sizeof *tl_hits);
-        tl_counts = malloc((size_t)nq * sizeof *tl_counts);
-        tl_hits_cap = tl_hits && tl_counts ? (uint64_t)nq * k : 0;
+        tl_hits_cap = tl_hits ? (uint64_t)nq * k : 0;
     }
-    return (nq == 1 ? !tl_scratch : !tl_batch) || !tl_hits_cap ? -1 : 0;
+    if (nq > tl_counts_cap) {
+        free(tl_counts);
+        tl_counts = malloc((size_t)nq * sizeof *tl_counts);
+        tl_counts_cap = tl_counts ? nq : 0;
+    }
+    return (nq == 1 ? !tl_scratch : !tl_batch) || tl_hits_cap < (uint64_t)nq * k ||
+                   tl_counts_cap < nq
+               ? -1
+               : 0;
 }
 
 /* Encodes the hits of every query (tl_hits, tl_counts) as the search answer. */
@@ -1316,7 +1324,7 @@ static void get_metrics(srv_reply *r)
     stats_ctx c = {0};
     c.all = srv_tables_all(&c.n);
     size_t len;
-    char *text = srv_metrics_render(&len, table_stats, &c);
+    char *text = c.all ? srv_metrics_render(&len, table_stats, &c) : NULL;
     for (size_t i = 0; c.all && i < c.n; i++)
         srv_table_put(c.all[i]);
     free(c.all);

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "emb_fault.h"
 #include "jsonw.h"
 #include "metrics.h"
 
@@ -37,9 +38,11 @@ struct srv_request {
     srv_route route;
     char method[8];
     char request_id[136];
-    int started; /* the first handler call happened */
-    int refused; /* answered before reading the body */
+    int started;     /* the first handler call happened */
+    int fault_armed; /* X-Embd-Fault-Alloc armed the allocation countdown (test builds) */
+    int refused;     /* answered before reading the body */
     int body_too_large;
+    int body_oom; /* the body buffer could not grow: the rest is discarded, the answer is 500 */
     char *body;
     size_t body_len, body_cap;
     srv_reply reply;
@@ -157,12 +160,12 @@ static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
 }
 
 /* Splits the (still encoded) path into segments, decoding each; fills route and api fields.
- * Returns 0, or -1 for a malformed escape. */
+ * Returns 0, -1 for a malformed escape, or -2 when out of memory. */
 static int route_path(srv_request *q, const char *url)
 {
     q->path = strdup(url);
     if (!q->path)
-        return -1;
+        return -2;
     char *seg[6];
     size_t len[6];
     int n = 0;
@@ -262,13 +265,24 @@ static void complete_problem(srv_request *q, srv_reply *r)
     }
 }
 
+/* The answer when even a problem's body could not be allocated. */
+static const char oom_problem[] = "{\"type\":\"urn:embd:problem:internal\",\"title\":\"Internal "
+                                  "error\",\"status\":500,\"detail\":\"out of memory\"}";
+
 static enum MHD_Result send_reply(srv_request *q)
 {
     srv_reply *r = &q->reply;
-    if (r->content_type && !strcmp(r->content_type, "application/problem+json"))
+    int problem = r->content_type && !strcmp(r->content_type, "application/problem+json");
+    if (problem)
         complete_problem(q, r);
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp;
+    if (problem && !r->body) {
+        r->status = 500;
+        resp = MHD_create_response_from_buffer(sizeof oom_problem - 1, (void *)oom_problem,
+                                               MHD_RESPMEM_PERSISTENT);
+    } else {
+        resp = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+    }
     if (!resp)
         return MHD_NO;
     r->body = NULL; /* owned by MHD now */
@@ -283,6 +297,10 @@ static enum MHD_Result send_reply(srv_request *q)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (srv_draining)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (q->fault_armed) {
+        MHD_add_response_header(resp, "X-Embd-Fault-Fired", emb_fault_fired() ? "1" : "0");
+        emb_fault_arm(0);
+    }
     enum MHD_Result ok = MHD_queue_response(q->conn, r->status, resp);
     MHD_destroy_response(resp);
     return ok;
@@ -484,6 +502,14 @@ static enum MHD_Result first_call(srv_request *q, const char *url, const char *m
     srv_http *h = q->h;
     const srv_config *cfg = h->cfg;
     header_scan hs = {0};
+    if (emb_fault_enabled()) {
+        /* Test builds: fail the Nth allocation made while serving this request. */
+        const char *n = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND, "X-Embd-Fault-Alloc");
+        if (n && atoi(n) > 0) {
+            emb_fault_arm((uint64_t)atoi(n));
+            q->fault_armed = 1;
+        }
+    }
     q->url = strdup(url);
     MHD_get_connection_values(q->conn, MHD_HEADER_KIND, scan_header, &hs);
     if (hs.request_id && valid_request_id(hs.request_id))
@@ -505,7 +531,10 @@ static enum MHD_Result first_call(srv_request *q, const char *url, const char *m
         return answer_now(q, 400, "bad-framing", "Content-Length together with Transfer-Encoding");
     if (hs.transfer_encoding > 1 || (hs.transfer_encoding && !hs.te_chunked))
         return answer_now(q, 400, "bad-framing", "Transfer-Encoding other than a single 'chunked'");
-    if (route_path(q, url) != 0)
+    int routed = route_path(q, url);
+    if (routed == -2)
+        return answer_now(q, 500, "internal", "out of memory");
+    if (routed != 0)
         return answer_now(q, 400, "bad-framing", "malformed percent-escape in the URL path");
     const char *allow = allowed_methods(q->route);
     if (!allow)
@@ -582,6 +611,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         /* A body still arriving after --timeout (slowloris): close the connection. */
         if (now_s() - q->t0 > h->cfg->timeout)
             return MHD_NO;
+        if (q->body_oom)
+            return MHD_YES;
         if (q->body_too_large || n > h->cfg->max_body - q->body_len) {
             /* A chunked body over the limit (no length was announced): discard the rest and
              * answer 413 at its end (libmicrohttpd 0.9.75 cannot answer mid-upload). */
@@ -593,8 +624,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
             while (cap < q->body_len + n + 1)
                 cap *= 2;
             char *b = realloc(q->body, cap);
-            if (!b)
-                return MHD_NO;
+            if (!b) {
+                q->body_oom = 1; /* discard the rest; answer 500 at the end of the body */
+                return MHD_YES;
+            }
             q->body = b;
             q->body_cap = cap;
         }
@@ -608,6 +641,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (q->body_too_large)
         return answer_now(q, 413, "body-too-large", "the body exceeds --max-body %llu",
                           (unsigned long long)h->cfg->max_body);
+    if (q->body_oom)
+        return answer_now(q, 500, "internal", "out of memory reading the body");
     if (q->job)
         return MHD_YES; /* spurious call while suspended */
     q->api.body = q->body ? q->body : "";

@@ -656,7 +656,7 @@ char *srv_metrics_render(size_t *len, int (*table_stats)(int slot, srv_table_sta
             continue;
         }
         if (!vec && !(vec = malloc(MINCORE_CHUNK)))
-            continue; /* no resident figure this time */
+            return NULL; /* a scrape is whole or an error, never silently short of a series */
         t->resident_ok =
             resident_bytes(t->st.map, t->st.map_len, reg.page_size, vec, &t->resident) == 0;
     }

@@ -14,8 +14,15 @@
 
 static char tmpdir[512];
 
+/* Removes the temporary directory at exit unless $EMBD_TEST_KEEP is set (then its path is
+ * printed: server logs and generated files stay for a post-mortem). */
 static void th_cleanup(void)
 {
+    const char *keep = getenv("EMBD_TEST_KEEP");
+    if (keep && *keep) {
+        fprintf(stderr, "kept %s (EMBD_TEST_KEEP)\n", tmpdir);
+        return;
+    }
     if (tmpdir[0]) {
         char cmd[600];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "emb.h"
+#include "emb_fault.h"
 #include "emb_kernels.h"
 #include "emb_pack.h"
 #include "helpers.h"
@@ -947,5 +948,78 @@ Test(pack, progress_and_missing_input)
     free(missing);
     free(out2);
     free(in);
+    free(out);
+}
+
+/* ---- allocation failure (builds with -DEMBD_FAULT_INJECTION=ON, lib/emb_fault.h) -------- */
+
+/* Fails the nth allocation of one pack (reader, writer, fidelity, recall) and of one open +
+ * verify + key lookup, for every n until an operation completes without reaching n. Each
+ * failure must come back as an error with a message (ENOMEM where an allocation failed), leave
+ * no output file behind, and leak nothing (the ASan suite checks leaks at exit). */
+Test(fault, pack_and_open_fail_cleanly_at_every_allocation)
+{
+    if (!emb_fault_enabled())
+        cr_skip_test("built without EMBD_FAULT_INJECTION");
+    float *t = clustered(0xFA17, 300, DIM, 5);
+    char *in = fresh_path("fault", ".npy"), *keys = fresh_path("fault", ".keys"),
+         *out = fresh_path("fault", ".emb");
+    write_npy(in, t, 300, DIM);
+    free(t);
+    write_keys(keys, "k", 300);
+    emb_pack_opts o = opts_for(in, out, EMB_CODEC_F16 | EMB_CODEC_Q1);
+    o.keys_file = keys;
+    o.eval_queries = 20;
+
+    uint64_t n = 1, failures = 0;
+    for (; n < 100000; n++) {
+        emb_pack_report rep;
+        emb_error err = {0};
+        unlink(out);
+        emb_fault_arm(n);
+        int rc = emb_pack(&o, &rep, &err);
+        int fired = emb_fault_fired();
+        emb_fault_arm(0);
+        if (!fired) {
+            cr_assert_eq(rc, 0, "pack without a failure: %s", err.msg);
+            break;
+        }
+        failures++;
+        if (rc != 0) {
+            cr_expect(err.msg[0], "allocation %llu: an error without a message (%d)",
+                      (unsigned long long)n, rc);
+            cr_expect(access(out, F_OK) != 0, "allocation %llu: a failed pack left %s",
+                      (unsigned long long)n, out);
+        }
+    }
+    cr_expect_gt(failures, 10, "pack allocates (%llu failures injected)",
+                 (unsigned long long)failures);
+    cr_log_info("pack: failed each of its %llu allocations in turn", (unsigned long long)failures);
+
+    for (n = 1; n < 100000; n++) {
+        emb_store *s = NULL;
+        emb_error err = {0};
+        emb_fault_arm(n);
+        int rc = emb_store_open(&s, out, &err);
+        if (rc == 0) {
+            rc = emb_store_verify(s, &err);
+            uint64_t id = 0;
+            if (rc == 0)
+                rc = emb_store_find(s, "k42", 3, &id);
+            cr_expect(rc != 0 || id == 42);
+            emb_store_close(s);
+        }
+        int fired = emb_fault_fired();
+        emb_fault_arm(0);
+        if (!fired) {
+            cr_assert_eq(rc, 0, "open without a failure: %s", err.msg);
+            break;
+        }
+        cr_expect(rc == EMB_ENOMEM && err.msg[0], "allocation %llu of open: rc %d '%s'",
+                  (unsigned long long)n, rc, err.msg);
+    }
+    cr_expect_geq(n, 2, "open allocates at least once");
+    free(in);
+    free(keys);
     free(out);
 }

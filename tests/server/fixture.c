@@ -165,6 +165,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
     copy_header(r->retry_after, sizeof r->retry_after, data, len, "Retry-After");
     copy_header(r->allow, sizeof r->allow, data, len, "Allow");
     copy_header(r->missing, sizeof r->missing, data, len, "X-Embd-Missing");
+    copy_header(r->fault_fired, sizeof r->fault_fired, data, len, "X-Embd-Fault-Fired");
     return len;
 }
 

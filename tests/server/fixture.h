@@ -38,6 +38,7 @@ typedef struct th_response {
     char retry_after[16];
     char allow[64];
     char missing[256];
+    char fault_fired[4]; /* X-Embd-Fault-Fired (fault-injection builds, lib/emb_fault.h) */
 } th_response;
 
 /* One request: method "GET"/"POST"/..., path like "/v1/tables", body (NULL for none) with

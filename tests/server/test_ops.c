@@ -1300,10 +1300,138 @@ Test(ops, store_truncated_in_place_exits_74_naming_the_store)
                         NULL, &s);
     cr_expect(rc != 0, "no answer after the pages vanished (got curl %d, status %ld)", rc,
               s.status);
-    if (rc == 0)
-        th_response_free(&s);
+    th_response_free(&s);
     cr_expect_eq(th_server_stop(&srv, 0), 74, "exit status");
     cr_expect_eq(log_count("SIGBUS: a store file was truncated"), 1);
     cr_expect_eq(log_count(path), 2, "the path is in the serving line and the SIGBUS line");
     free(path);
+}
+
+/* ==== allocation failure on the request path (-DEMBD_FAULT_INJECTION=ON builds) ==== */
+
+/* For each kind of request, fails the 1st, 2nd, ... allocation made while serving it (the
+ * X-Embd-Fault-Alloc header arms lib/emb_fault.h's countdown; X-Embd-Fault-Fired says whether
+ * it was reached) until one completes without reaching it. Every failed allocation must give a
+ * 500 or 503 problem, or a 2xx where the server can do without it (a problem's "instance", a
+ * reload that reports the table as failed), never a crash or a closed connection; the server
+ * then still answers, and at exit (under ASan) leaks nothing: exit status 0. */
+Test(ops, every_allocation_of_a_request_fails_cleanly)
+{
+    const char *args[] = {"--threads", "2", th_demo_store(), NULL};
+    th_server_start(&srv, args);
+    /* The fault header is honoured by fault-injection builds only; ask the server. */
+    th_response probe;
+    const char *h1[] = {"X-Embd-Fault-Alloc: 1000000", NULL};
+    cr_assert_eq(th_request(&srv, "GET", "/healthz", NULL, h1, &probe), 0);
+    int enabled = probe.fault_fired[0] != 0;
+    th_response_free(&probe);
+    if (!enabled) {
+        th_server_stop(&srv, SIGTERM);
+        cr_skip_test("the server was built without EMBD_FAULT_INJECTION");
+    }
+    static const struct {
+        const char *method, *path, *body;
+    } reqs[] = {
+        {"GET", "/v1/tables", NULL},
+        {"GET", "/v1/tables/demo", NULL},
+        {"GET", "/v1/tables/demo/rows/5", NULL},
+        {"GET", "/v1/tables/demo/rows/5?encoding=base64", NULL},
+        {"GET", "/v1/tables/demo/keys/apple", NULL},
+        {"POST", "/v1/tables/demo/gather", "{\"ids\":[1,2,3,999999]}"},
+        {"POST", "/v1/tables/demo/gather", "{\"keys\":[\"apple\",\"nokey\"],\"pool\":\"mean\"}"},
+        {"POST", "/v1/tables/demo/gather?encoding=base64", "{\"ids\":[1,2,3]}"},
+        {"POST", "/v1/tables/demo/search", "{\"key\":\"apple\",\"k\":5}"},
+        {"POST", "/v1/tables/demo/search", "{\"id\":3,\"k\":5,\"exact\":true}"},
+        {"POST", "/v1/tables/demo/search", "{\"keys\":[\"apple\",\"mercury\"],\"k\":3}"},
+        {"POST", "/v1/tables/demo/search",
+         "{\"vectors\":[[1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,"
+         "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1],[0,1,0,0,0,0,0,0,0,0,0,"
+         "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,"
+         "0,0,0,0,0,0,0,0,0]],\"k\":2}"},
+        {"POST", "/v1/admin/reload", NULL},
+        {"GET", "/metrics", NULL},
+        {"GET", "/openapi.yaml", NULL},
+    };
+    const char *hdr[] = {NULL, NULL};
+    char fault[64];
+    hdr[0] = fault;
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+        int failed = 0, closed = 0, answered_ok = 0, n;
+        for (n = 1; n <= 2000; n++) {
+            snprintf(fault, sizeof fault, "X-Embd-Fault-Alloc: %d", n);
+            th_response r;
+            int rc = th_request(&srv, reqs[i].method, reqs[i].path, reqs[i].body, hdr, &r);
+            if (rc != 0) {
+                closed++;
+                failed++;
+                cr_expect(0, "%s %s, allocation %d failed: the connection closed (curl %d)",
+                          reqs[i].method, reqs[i].path, n, rc);
+                th_response_free(&r);
+                if (closed > 3)
+                    break; /* the server is gone: stop here, the failures say why */
+                continue;
+            }
+            int fired = !strcmp(r.fault_fired, "1");
+            if (!fired) {
+                cr_expect(r.status < 400, "%s %s without a failure: %ld %.200s", reqs[i].method,
+                          reqs[i].path, r.status, r.body);
+                th_response_free(&r);
+                break;
+            }
+            failed++;
+            if (r.status < 400)
+                answered_ok++; /* a failure the server worked around (e.g. a log buffer) */
+            else
+                cr_expect(r.status == 500 || r.status == 503,
+                          "%s %s, allocation %d failed: status %ld %.200s", reqs[i].method,
+                          reqs[i].path, n, r.status, r.body);
+            th_response_free(&r);
+        }
+        cr_expect_leq(n, 2000, "%s %s: bounded", reqs[i].method, reqs[i].path);
+        th_response h = req("GET", "/healthz", NULL, NULL);
+        cr_expect_eq(h.status, 200);
+        th_response_free(&h);
+        cr_log_info("%s %s: %d allocations failed in turn (%d closed, %d still 2xx)",
+                    reqs[i].method, reqs[i].path, failed, closed, answered_ok);
+    }
+    cr_expect_eq(th_server_stop(&srv, SIGTERM), 0, "exit status (ASan: no leak)");
+}
+
+/* Regression (found by the allocation-failure test): a worker's per-query hit counts were
+ * grown only with its hit buffer, so a batch of 2 with k=3 after a single search with k=10
+ * (6 hits fit the 10 already there) wrote past a count array of one. On one worker thread the
+ * sequence reuses the same scratch; ASan catches the overflow, the answers must hold. */
+Test(ops, batch_search_after_a_single_search_on_the_same_worker)
+{
+    const char *args[] = {"--threads", "1", th_demo_store(), NULL};
+    th_server_start(&srv, args);
+    th_response r = req("POST", "/v1/tables/demo/search", "{\"key\":\"apple\",\"k\":10}", NULL);
+    json_t *j = ok_json(&r, "single search k=10");
+    json_decref(j);
+    th_response_free(&r);
+    r = req("POST", "/v1/tables/demo/search", "{\"keys\":[\"apple\",\"mercury\"],\"k\":3}", NULL);
+    j = ok_json(&r, "pooled keys k=3");
+    json_decref(j);
+    th_response_free(&r);
+    char body[4096];
+    size_t n = (size_t)snprintf(body, sizeof body, "{\"k\":3,\"vectors\":[");
+    for (int q = 0; q < 3; q++) {
+        n += (size_t)snprintf(body + n, sizeof body - n, "%s[", q ? "," : "");
+        for (int d = 0; d < 64; d++)
+            n += (size_t)snprintf(body + n, sizeof body - n, "%s%d", d ? "," : "", d == q);
+        n += (size_t)snprintf(body + n, sizeof body - n, "]");
+    }
+    snprintf(body + n, sizeof body - n, "]}");
+    r = req("POST", "/v1/tables/demo/search", body, NULL);
+    j = ok_json(&r, "batch of 3, k=3");
+    json_t *results = json_object_get(j, "results");
+    cr_expect_eq(json_array_size(results), 3, "%.300s", r.body);
+    for (size_t i = 0; i < json_array_size(results); i++) {
+        json_t *q = json_array_get(results, i);
+        json_t *hits = json_is_array(q) ? q : json_object_get(q, "hits");
+        cr_expect_eq(json_array_size(hits), 3, "query %zu: %.300s", i, r.body);
+    }
+    json_decref(j);
+    th_response_free(&r);
+    cr_expect_eq(th_server_stop(&srv, SIGTERM), 0);
 }
