@@ -61,7 +61,9 @@ typedef struct srv_table {
 /* Opens every configured store. Returns 0, or -1 after logging which store failed. */
 int srv_tables_open(const srv_config *cfg);
 /* Re-opens every store path; a store that fails keeps its old mapping. Fills the JSON body of
- * the reload answer (malloc'd) into *report. Returns the number of failures. Any thread. */
+ * the reload answer (malloc'd) into *report, or NULL when out of memory (the log still names
+ * each table's outcome). Returns the number of failures, -1 when nothing could be tried. Any
+ * thread. */
 int srv_tables_reload(char **report, size_t *report_len);
 /* A new reference to the table called name (len bytes), or NULL. Any thread. */
 srv_table *srv_table_get(const char *name, size_t len);

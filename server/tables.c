@@ -136,13 +136,18 @@ int srv_tables_reload(char **report, size_t *report_len)
     pthread_mutex_lock(&reload_mu); /* one reload at a time; lookups go on meanwhile */
     size_t n;
     srv_table **old = srv_tables_all(&n);
+    if (!old) {
+        *report = NULL; /* out of memory: nothing was reloaded */
+        pthread_mutex_unlock(&reload_mu);
+        return -1;
+    }
     jsonw ok, bad;
     jsonw_init(&ok, 256);
     jsonw_init(&bad, 256);
     jsonw_char(&ok, '[');
     jsonw_char(&bad, '[');
     int failures = 0, n_ok = 0;
-    for (size_t i = 0; old && i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         emb_error err = {0};
         srv_table *t = table_open(old[i]->name, old[i]->path, &err);
         if (!t) {
@@ -176,7 +181,7 @@ int srv_tables_reload(char **report, size_t *report_len)
         jsonw_string(&ok, t->name, strlen(t->name));
         srv_metrics_reload(1);
     }
-    for (size_t i = 0; old && i < n; i++)
+    for (size_t i = 0; i < n; i++)
         srv_table_put(old[i]);
     free(old);
     jsonw_char(&ok, ']');
@@ -188,6 +193,8 @@ int srv_tables_reload(char **report, size_t *report_len)
     jsonw_cstr(&out, ",\"failed\":");
     jsonw_raw(&out, bad.buf, bad.len);
     jsonw_cstr(&out, "}");
+    if (ok.oom || bad.oom)
+        out.oom = 1; /* a report short of a table is no report: the caller answers 500 */
     jsonw_free(&ok);
     jsonw_free(&bad);
     *report = jsonw_steal(&out, report_len);
