@@ -29,7 +29,7 @@
  * GCC -O0 with sanitizers and Clang -O2 agree). The small demo table uses double arithmetic
  * that a target with FMA contraction (aarch64) may round differently in the last place.
  *
- * Files are written to "<out>.tmp", fsynced and renamed over <out>, so a reader never sees a
+ * Files are written to "<out>.tmp.XXXXXX", fsynced and renamed over <out>, so a reader never sees a
  * half-written file under the final name; on failure the temporary file is removed.
  */
 #include <errno.h>
@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -254,7 +255,7 @@ static void f16_row(const float *restrict in, uint16_t *restrict out, uint32_t n
 
 /* ---- output files --------------------------------------------------------------------- */
 
-/* A file written through "<path>.tmp" and renamed into place by out_commit. */
+/* A file written through "<path>.tmp.XXXXXX" and renamed into place by out_commit. */
 typedef struct gen_out {
     int fd;
     const char *path; /* borrowed from argv */
@@ -287,22 +288,29 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-/* Creates "<path>.tmp" (truncating a stale one) with a cap-byte write buffer. Returns 0, or -1
- * with a message printed. */
+/* Creates a new "<path>.tmp.XXXXXX" (unique, as the store writer's: two gens to one path never
+ * share it) with a cap-byte write buffer. Returns 0, or -1 with a message printed. */
 static int out_open(gen_out *o, const char *path, size_t cap)
 {
     size_t n = strlen(path);
     o->path = path;
-    o->tmp = malloc(n + 5);
+    o->tmp = malloc(n + 12);
     o->buf = malloc(cap);
     if (!o->tmp || !o->buf) {
         fprintf(stderr, "embd gen: out of memory\n");
         return -1;
     }
     memcpy(o->tmp, path, n);
-    memcpy(o->tmp + n, ".tmp", 5);
+    memcpy(o->tmp + n, ".tmp.XXXXXX", 12);
     o->cap = cap;
-    o->fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    o->fd = mkostemp(o->tmp, O_CLOEXEC);
+    if (o->fd >= 0 && fchmod(o->fd, 0644) != 0) { /* mkostemp makes 0600; as the store writer */
+        fprintf(stderr, "embd gen: cannot chmod '%s': %s\n", o->tmp, strerror(errno));
+        close(o->fd);
+        unlink(o->tmp);
+        o->fd = -1;
+        return -1;
+    }
     if (o->fd < 0) {
         fprintf(stderr, "embd gen: cannot create '%s': %s\n", o->tmp, strerror(errno));
         return -1;
@@ -545,7 +553,7 @@ static void usage(FILE *f)
             "                                   neighbours make sense (apple finds fruits)\n"
             "                         clusters  --rows rows around --clusters random centres;\n"
             "                                   .npy, or GloVe text with keys item<N> for .txt\n"
-            "  -o, --output FILE    file to write; written to FILE.tmp, then renamed\n"
+            "  -o, --output FILE    file to write; written to FILE.tmp.XXXXXX, then renamed\n"
             "                       (required unless --keys-out is given)\n"
             "  -n, --rows N         clusters: rows, 1..%llu (default %llu)\n"
             "  -d, --dim D          values per row, 1..%u (default %u for demo, %u for clusters)\n"

@@ -39,6 +39,16 @@ expect "pack with a bad --dtype" 2 "$embd" pack x.npy -o x.emb --dtype f8
 
 # ---- the demo table: GloVe text with readable keys ----
 expect "gen demo" 0 "$embd" gen --kind demo -o demo.txt
+# Two gens to one path at once: each writes its own temporary file; both succeed, one wins.
+"$embd" gen --kind clusters --rows 20000 --dim 64 -o race.npy -q & p1=$!
+"$embd" gen --kind clusters --rows 20000 --dim 64 -o race.npy -q & p2=$!
+if wait $p1 && wait $p2 && "$embd" pack race.npy -o race.emb -e 0 -q >/dev/null 2>&1; then
+  ok "two concurrent gens to one path both succeed"
+else
+  fail "two concurrent gens to one path both succeed"
+fi
+ls race.npy.tmp* >/dev/null 2>&1 && fail "concurrent gens leave no temporary file" || ok "concurrent gens leave no temporary file"
+expect "gen into a missing directory fails" 1 "$embd" gen --kind demo -o no/such/dir/x.txt
 expect "pack demo (glove, f16+q1)" 0 "$embd" pack demo.txt -o demo.emb --dtype f16+q1
 contains "pack summary names the format" "glove"
 contains "pack reports fidelity" "fidelity"
