@@ -507,11 +507,23 @@ static int parse_vector(json_t *v, const char *what, uint32_t dim, vec_encoding 
                           "'%s' must be an array of numbers or a base64 string", what);
         return -1;
     }
-    for (uint32_t i = 0; i < dim; i++)
+    double norm2 = 0;
+    for (uint32_t i = 0; i < dim; i++) {
         if (!isfinite(out[i])) {
             srv_reply_problem(r, 422, "non-finite", "'%s'[%u] is not a finite float32", what, i);
             return -1;
         }
+        norm2 += (double)out[i] * out[i];
+    }
+    /* Finite values can still make float32 scores overflow (64 values of 3.4e38: the cosine
+     * came out 0, a two-stage search found nothing); below 2^60 no score against rows of
+     * ordinary magnitude does, for any metric. */
+    if (norm2 > 0x1p120) {
+        srv_reply_problem(r, 422, "non-finite",
+                          "'%s' has an L2 norm of %.3g; above 2^60 its scores overflow float32",
+                          what, sqrt(norm2));
+        return -1;
+    }
     return 0;
 }
 
