@@ -491,6 +491,22 @@ Test(hostile, oversized_bodies_and_headers_from_many_clients_at_once)
     free(ch);
     free(hdr[0]);
     free(hdr[1]);
+    /* A 100 KB request line: past libmicrohttpd's buffer, its own 414 page (the contract's
+     * Connections section), and the connection closed. */
+    char *line = malloc(100100);
+    int k = sprintf(line, "GET /v1/tables/demo/keys/");
+    memset(line + k, 'k', 100000);
+    k += 100000;
+    k += sprintf(line + k, " HTTP/1.1\r\nHost: x\r\n\r\n");
+    int fd = th_connect(&srv);
+    th_send(fd, line, (size_t)k, 5000);
+    th_raw_result rr;
+    th_read(fd, 10000, 0, &rr);
+    close(fd);
+    cr_expect_eq(status_of(rr.data), 414, "a 100 KB request line: %.200s", rr.data);
+    cr_expect(rr.closed, "closed after the 414");
+    free(rr.data);
+    free(line);
     served("after the oversized requests");
     memory_back("8 x (16 MiB Content-Length, 20 MiB chunked, 30/100 KB headers)");
     stop();
