@@ -7,7 +7,8 @@
  * jansson). A job holds a reference to its table, so a reload during the job is harmless.
  *
  * Status codes: 400 malformed JSON or a wrong type; 404 unknown table, id or key; 413 body too
- * large (http.c); 415 a body that is not application/json; 422 valid JSON with bad values
+ * large (http.c), or holding more JSON values than any valid request (check_value_count); 415
+ * a body that is not application/json; 422 valid JSON with bad values
  * (dimension, k, non-finite numbers, negative or overflowing ids, empty or oversized batches).
  */
 #include "api.h"
@@ -255,14 +256,63 @@ out:
 
 /* ---- request bodies ---- */
 
-/* Decodes the body as one JSON object; on failure fills r (400/415/422) and returns NULL. */
-static json_t *parse_body(const srv_api_request *q, srv_reply *r)
+/* Refuses (413, into r) a body with more JSON values than any valid request to the table can
+ * hold, before jansson builds it: jansson spends about 40 bytes on a number and 200 on an empty
+ * object, so 16 MiB of "{}," would cost over a gigabyte, and glibc keeps much of it after the
+ * free. The largest valid bodies are a search batch (--max-batch vectors of dim numbers, plus
+ * --max-batch exclude_ids) and a pooled gather (--max-batch ids and as many weights); so at
+ * most --max-batch x (dim + 3) + 64 values (counted as commas plus opening brackets outside
+ * strings: an upper bound for any text) and --max-batch + 64 arrays and objects. The scan is
+ * linear and allocates nothing; it does not validate (jansson does, next). Returns 0 or -1. */
+static int check_value_count(const srv_config *cfg, const srv_api_request *q, srv_reply *r)
+{
+    uint64_t dim = 0;
+    srv_table *t = srv_table_get(q->table, q->table_len);
+    if (t) {
+        dim = t->store->dim;
+        srv_table_put(t);
+    }
+    uint64_t max_values = (uint64_t)cfg->max_batch * (dim + 3) + 64;
+    uint64_t max_containers = (uint64_t)cfg->max_batch + 64;
+    uint64_t values = 1, containers = 0;
+    int in_string = 0;
+    for (size_t i = 0; i < q->body_len; i++) {
+        char c = q->body[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == ',') {
+            values++;
+        } else if (c == '[' || c == '{') {
+            values++;
+            containers++;
+        }
+    }
+    if (values <= max_values && containers <= max_containers)
+        return 0;
+    srv_reply_problem(r, 413, "body-too-large",
+                      "the body holds about %llu JSON values and %llu arrays or objects; a request "
+                      "to this table holds at most %llu and %llu (--max-batch x (dim + 3) + 64, "
+                      "--max-batch + 64)",
+                      (unsigned long long)values, (unsigned long long)containers,
+                      (unsigned long long)max_values, (unsigned long long)max_containers);
+    return -1;
+}
+
+/* Decodes the body as one JSON object; on failure fills r (400/413/415/422) and returns NULL. */
+static json_t *parse_body(const srv_config *cfg, const srv_api_request *q, srv_reply *r)
 {
     if (q->content_type && strncasecmp(q->content_type, "application/json", 16) != 0) {
         srv_reply_problem(r, 415, "unsupported-media-type",
                           "Content-Type must be application/json");
         return NULL;
     }
+    if (check_value_count(cfg, q, r) != 0)
+        return NULL;
     json_error_t e;
     json_t *j = json_loadb(q->body, q->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e);
     if (!j) {
@@ -457,11 +507,23 @@ static int parse_vector(json_t *v, const char *what, uint32_t dim, vec_encoding 
                           "'%s' must be an array of numbers or a base64 string", what);
         return -1;
     }
-    for (uint32_t i = 0; i < dim; i++)
+    double norm2 = 0;
+    for (uint32_t i = 0; i < dim; i++) {
         if (!isfinite(out[i])) {
             srv_reply_problem(r, 422, "non-finite", "'%s'[%u] is not a finite float32", what, i);
             return -1;
         }
+        norm2 += (double)out[i] * out[i];
+    }
+    /* Finite values can still make float32 scores overflow (64 values of 3.4e38: the cosine
+     * came out 0, a two-stage search found nothing); below 2^60 no score against rows of
+     * ordinary magnitude does, for any metric. */
+    if (norm2 > 0x1p120) {
+        srv_reply_problem(r, 422, "non-finite",
+                          "'%s' has an L2 norm of %.3g; above 2^60 its scores overflow float32",
+                          what, sqrt(norm2));
+        return -1;
+    }
     return 0;
 }
 
@@ -697,7 +759,7 @@ static int post_gather(const srv_config *cfg, const srv_api_request *q, srv_repl
     static const member members[] = {{"ids", T_ARR},   {"keys", T_ARR},    {"on_missing", T_STR},
                                      {"pool", T_STR},  {"weights", T_ARR}, {"encoding", T_STR},
                                      {"dtype", T_STR}, {NULL, 0}};
-    json_t *j = parse_body(q, r);
+    json_t *j = parse_body(cfg, q, r);
     if (!j)
         return -1;
     gather_work *g = calloc(1, sizeof *g);
@@ -1055,7 +1117,7 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
                                      {"dtype", T_STR},
                                      {NULL, 0}};
     static const char *const queries[] = {"vector", "id", "key", "ids", "keys", "vectors"};
-    json_t *j = parse_body(q, r);
+    json_t *j = parse_body(cfg, q, r);
     if (!j)
         return -1;
     search_work *sw = calloc(1, sizeof *sw);

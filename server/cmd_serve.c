@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,6 +248,11 @@ int cmd_serve(int argc, char **argv)
             c.max_connections = (uint32_t)room;
     }
 
+    /* Buffers of 256 KiB and more (request bodies up to --max-body, large answers) are mapped
+     * and unmapped by glibc, so memory goes back to the system when a burst of large or
+     * hostile bodies ends. Its default raises that threshold to the largest buffer freed so
+     * far (up to 32 MiB), after which such buffers come from the heap and stay resident. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     srv_log_init(c.log_json, c.log_level);
     json_object_seed(0); /* before any thread starts: jansson's hash seed */
     srv_metrics_init(EMB_VERSION_STRING, emb_kernels_get()->name);

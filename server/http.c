@@ -9,6 +9,22 @@
  * resumed and the next handler call queues the reply. MHD never times out a suspended
  * connection and cannot see the client leave, so every suspended request carries a deadline.
  *
+ * Slow clients: libmicrohttpd's own timeout only closes a connection that sends nothing for
+ * --timeout seconds, so a client trickling one byte a second (slowloris) would hold it forever.
+ * Each connection therefore records when its current request began (its accept, or the end of
+ * the previous request); the 100 ms tick shuts down the socket of any whose request has not
+ * arrived in full --timeout seconds later, and libmicrohttpd then closes it without an answer.
+ * Rejected: a per-request deadline in the access handler alone (it is not called until the
+ * header section is complete, and not at all while bytes trickle in).
+ *
+ * Framing: a header name that is not an RFC 9110 token ("Content-Length : 5") and a method that
+ * is not one are refused with the other framing errors (libmicrohttpd 0.9.75 accepts both, and
+ * glues an obs-fold continuation line onto the header *name*, so a folded Content-Length would
+ * vanish and its body be read as the next request). Framing errors and 431 close the
+ * connection. Other refusals of a request without a body are queued at the handler's last call,
+ * which keeps the connection open for the next (pipelined) request; queuing them at the first
+ * call would make libmicrohttpd close it.
+ *
  * libmicrohttpd 0.9.75 unescapes URLs before routing; that would turn a key "a%2Fb" into two
  * path segments, so unescaping is switched off and each segment and query value is decoded
  * here.
@@ -22,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "api.h"
@@ -30,6 +47,14 @@
 #include "metrics.h"
 
 atomic_int srv_draining;
+
+/* One open connection (libmicrohttpd's socket context). */
+struct srv_conn {
+    struct MHD_Connection *conn;
+    double since;  /* when its current request began: the accept or the previous request's end */
+    int receiving; /* that request has not arrived in full yet */
+    srv_conn *prev, *next; /* in h->conns */
+};
 
 struct srv_request {
     srv_http *h;
@@ -41,6 +66,9 @@ struct srv_request {
     int started;     /* the first handler call happened */
     int fault_armed; /* X-Embd-Fault-Alloc armed the allocation countdown (test builds) */
     int refused;     /* answered before reading the body */
+    int has_body;    /* Content-Length above 0 or Transfer-Encoding */
+    int close;       /* answer with Connection: close (framing errors, 431) */
+    int sent;        /* the reply is queued with MHD */
     int body_too_large;
     int body_oom; /* the body buffer could not grow: the rest is discarded, the answer is 500 */
     char *body;
@@ -295,7 +323,7 @@ static enum MHD_Result send_reply(srv_request *q)
         MHD_add_response_header(resp, r->extra_name, r->extra_value);
     if (r->status == 503 && !(r->extra_name[0] && !strcmp(r->extra_name, "Retry-After")))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    if (srv_draining)
+    if (srv_draining || q->close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (q->fault_armed) {
         MHD_add_response_header(resp, "X-Embd-Fault-Fired", emb_fault_fired() ? "1" : "0");
@@ -303,6 +331,7 @@ static enum MHD_Result send_reply(srv_request *q)
     }
     enum MHD_Result ok = MHD_queue_response(q->conn, r->status, resp);
     MHD_destroy_response(resp);
+    q->sent = ok == MHD_YES;
     return ok;
 }
 
@@ -319,6 +348,10 @@ static enum MHD_Result answer_now(srv_request *q, unsigned status, const char *t
     srv_reply_problem(&q->reply, status, type, "%s", detail);
     q->have_reply = 1;
     q->refused = 1;
+    if (status == 431 || !strcmp(type, "bad-framing"))
+        q->close = 1;
+    if (!q->has_body && !q->close)
+        return MHD_YES; /* queued at the last handler call: the connection stays open */
     return send_reply(q);
 }
 
@@ -335,8 +368,28 @@ static enum MHD_Result answer_now(srv_request *q, unsigned status, const char *t
 typedef struct header_scan {
     size_t bytes;
     int content_length, transfer_encoding, te_chunked;
-    const char *request_id, *auth, *accept, *content_type;
+    const char *request_id, *auth, *accept, *content_type, *content_length_value;
+    const char *bad_name; /* the first header name that is not a token */
 } header_scan;
+
+/* An RFC 9110 token (method and header names): 1 or more of ALPHA DIGIT !#$%&'*+-.^_`|~ */
+static int is_token(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+            return 0;
+    return 1;
+}
+
+/* A name that starts like a framing header but is longer: what libmicrohttpd 0.9.75 makes of
+ * "Content-Length:" followed by an obs-fold continuation line ("Content-Length5"). */
+static int framing_prefix(const char *key)
+{
+    return (!strncasecmp(key, "Content-Length", 14) && key[14]) ||
+           (!strncasecmp(key, "Transfer-Encoding", 17) && key[17]);
+}
 
 static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
                                    const char *value)
@@ -344,9 +397,12 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
     (void)kind;
     header_scan *s = cls;
     s->bytes += strlen(key) + (value ? strlen(value) : 0) + 4;
-    if (!strcasecmp(key, "Content-Length"))
+    if (!s->bad_name && (!is_token(key) || framing_prefix(key)))
+        s->bad_name = key;
+    if (!strcasecmp(key, "Content-Length")) {
         s->content_length++;
-    else if (!strcasecmp(key, "Transfer-Encoding")) {
+        s->content_length_value = value;
+    } else if (!strcasecmp(key, "Transfer-Encoding")) {
         s->transfer_encoding++;
         s->te_chunked = value && !strcasecmp(value, "chunked");
     } else if (!strcasecmp(key, "X-Request-Id"))
@@ -424,6 +480,57 @@ static int needs_auth(srv_route r)
            r != SRV_ROUTE_OPENAPI;
 }
 
+/* ---- connections ---- */
+
+static srv_conn *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* The connection's current request arrived in full (received 0) or a new one begins (1). */
+static void conn_receiving(struct MHD_Connection *c, int receiving)
+{
+    srv_conn *sc = conn_of(c);
+    if (!sc)
+        return;
+    if (receiving && !sc->receiving)
+        sc->since = now_s();
+    sc->receiving = receiving;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    srv_http *h = cls;
+    srv_conn *c = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        /* Without memory the connection keeps only libmicrohttpd's idle timeout. */
+        if (!(c = calloc(1, sizeof *c)))
+            return;
+        c->conn = conn;
+        c->since = now_s();
+        c->receiving = 1;
+        c->next = h->conns;
+        if (h->conns)
+            h->conns->prev = c;
+        h->conns = c;
+        *socket_context = c;
+        return;
+    }
+    if (!c)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        h->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    *socket_context = NULL;
+    free(c);
+}
+
 /* ---- suspension ---- */
 
 static void unlink_suspended(srv_request *q)
@@ -487,6 +594,17 @@ void srv_http_check_deadlines(srv_http *h)
             give_up(q, "deadline-exceeded",
                     "the request deadline (--timeout) passed before a worker finished it");
     }
+    /* Slow senders: shutting the socket down makes libmicrohttpd read EOF and close it, and
+     * call the completion and close callbacks as for a client that left. */
+    for (srv_conn *c = h->conns; c; c = c->next) {
+        if (!c->receiving || t - c->since <= h->cfg->timeout)
+            continue;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (ci)
+            shutdown(ci->connect_fd, SHUT_RDWR);
+        c->receiving = 0;
+    }
 }
 
 void srv_http_cancel_all(srv_http *h)
@@ -512,6 +630,8 @@ static enum MHD_Result first_call(srv_request *q, const char *url, const char *m
     }
     q->url = strdup(url);
     MHD_get_connection_values(q->conn, MHD_HEADER_KIND, scan_header, &hs);
+    q->has_body = hs.transfer_encoding ||
+                  (hs.content_length_value && strcmp(hs.content_length_value, "0") != 0);
     if (hs.request_id && valid_request_id(hs.request_id))
         snprintf(q->request_id, sizeof q->request_id, "%s", hs.request_id);
     else
@@ -525,6 +645,13 @@ static enum MHD_Result first_call(srv_request *q, const char *url, const char *m
         return answer_now(q, 431, "headers-too-large",
                           "the request line and headers exceed %u bytes", MAX_HEADER_BYTES);
     /* Refuse what would let a body be read ambiguously, before reading any of it. */
+    if (hs.bad_name)
+        return answer_now(q, 400, "bad-framing",
+                          "header name '%.64s' is not valid (whitespace before the colon, a folded "
+                          "line, or a byte outside a token)",
+                          hs.bad_name);
+    if (!is_token(method))
+        return answer_now(q, 400, "bad-framing", "the request method is not a token");
     if (hs.content_length > 1)
         return answer_now(q, 400, "bad-framing", "more than one Content-Length header");
     if (hs.transfer_encoding && hs.content_length)
@@ -603,8 +730,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         q->conn = conn;
         return first_call(q, url, method);
     }
-    if (q->refused)
-        return MHD_YES; /* the answer is queued; MHD discards the rest */
+    if (q->refused) {
+        /* A refusal waiting for this last call (no body), or one already queued. */
+        *upload_data_size = 0;
+        if (q->sent)
+            return MHD_YES;
+        conn_receiving(conn, 0);
+        return send_reply(q);
+    }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
@@ -636,6 +769,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         q->body[q->body_len] = 0;
         return MHD_YES;
     }
+    conn_receiving(conn, 0);
     if (q->have_reply)
         return send_reply(q);
     if (q->body_too_large)
@@ -697,9 +831,9 @@ static void *uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     srv_http *h = cls;
     srv_request *q = *con_cls;
+    conn_receiving(conn, 1); /* the next request's time starts now */
     if (!q)
         return;
     *con_cls = NULL;
@@ -741,7 +875,7 @@ int srv_http_start(srv_http *h, int listen_fd, void (*wake)(void *), void *ctx)
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->cfg->max_connections,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_POOL, MHD_OPTION_UNESCAPE_CALLBACK,
         no_unescape, NULL, MHD_OPTION_URI_LOG_CALLBACK, uri_log, h, MHD_OPTION_NOTIFY_COMPLETED,
-        completed, h, MHD_OPTION_END);
+        completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_END);
     if (!h->daemon) {
         srv_log(SRV_LOG_ERROR, "cannot start the HTTP daemon", NULL);
         return -1;

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -292,4 +294,183 @@ long th_server_rss_kb(const th_server *s)
             kb = atol(line + 6);
     fclose(f);
     return kb;
+}
+
+int th_server_fd_count(const th_server *s)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)s->pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+int th_server_alive(th_server *s)
+{
+    if (s->pid <= 0)
+        return 0;
+    int st;
+    if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+        s->pid = 0;
+        return 0;
+    }
+    return 1;
+}
+
+int th_server_log_count(const th_server *s, const char *needle)
+{
+    size_t len;
+    char *log = th_read_file(s->log_path, &len);
+    int n = 0;
+    for (const char *p = strstr(log, needle); p; p = strstr(p + 1, needle))
+        n++;
+    free(log);
+    return n;
+}
+
+static void loopback(const th_server *s, struct sockaddr_in *a)
+{
+    memset(a, 0, sizeof *a);
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)s->port);
+    inet_pton(AF_INET, "127.0.0.1", &a->sin_addr);
+}
+
+int th_connect(const th_server *s)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+    struct sockaddr_in a;
+    loopback(s, &a);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0, "connect to port %d: %s", s->port,
+                 strerror(errno));
+    return fd;
+}
+
+int th_connect_nb(const th_server *s)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_in a;
+    loopback(s, &a);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int th_send(int fd, const void *data, size_t len, int timeout_ms)
+{
+    const char *p = data;
+    double t0 = now_s();
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return -errno;
+        int left = timeout_ms - (int)((now_s() - t0) * 1000);
+        if (left <= 0)
+            return -ETIMEDOUT;
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        poll(&pf, 1, left);
+    }
+    return 0;
+}
+
+int th_split_responses(const char *data, size_t len, th_http_msg *out, int cap)
+{
+    int n = 0;
+    size_t off = 0;
+    while ((!out || n < cap) && off < len) {
+        const char *p = data + off, *end = memmem(p, len - off, "\r\n\r\n", 4);
+        if (!end || strncmp(p, "HTTP/1.", 7) != 0)
+            break;
+        th_http_msg m = {.head = p, .head_len = (size_t)(end - p)};
+        if (sscanf(p, "HTTP/1.%*d %d", &m.status) != 1)
+            break;
+        char cl[32];
+        if (!th_msg_header(&m, "Content-Length", cl, sizeof cl))
+            break;
+        m.body = end + 4;
+        m.body_len = strtoul(cl, NULL, 10);
+        if (m.body_len > len - (size_t)(m.body - data))
+            break;
+        if (out)
+            out[n] = m;
+        n++;
+        off = (size_t)(m.body - data) + m.body_len;
+    }
+    return n;
+}
+
+int th_msg_header(const th_http_msg *m, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    const char *end = m->head + m->head_len;
+    for (const char *line = memmem(m->head, m->head_len, "\r\n", 2); line && line < end;) {
+        line += 2;
+        const char *eol = memmem(line, (size_t)(end - line), "\r\n", 2);
+        if (!eol)
+            eol = end;
+        if ((size_t)(eol - line) > nl && !strncasecmp(line, name, nl) && line[nl] == ':') {
+            const char *v = line + nl + 1;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            snprintf(out, cap, "%.*s", (int)(eol - v), v);
+            return 1;
+        }
+        line = eol < end ? eol : NULL;
+    }
+    return 0;
+}
+
+void th_read(int fd, int timeout_ms, int responses, th_raw_result *r)
+{
+    size_t cap = 1 << 16;
+    memset(r, 0, sizeof *r);
+    r->data = malloc(cap + 1);
+    cr_assert_not_null(r->data);
+    r->data[0] = 0;
+    double t0 = now_s();
+    for (;;) {
+        int left = timeout_ms - (int)((now_s() - t0) * 1000);
+        if (left <= 0)
+            break;
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        int pr = poll(&pf, 1, left);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            break;
+        if (r->len == cap) {
+            cap *= 2;
+            r->data = realloc(r->data, cap + 1);
+            cr_assert_not_null(r->data);
+        }
+        ssize_t n = recv(fd, r->data + r->len, cap - r->len, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (n <= 0) {
+            r->closed = 1; /* EOF, or reset */
+            break;
+        }
+        r->len += (size_t)n;
+        r->data[r->len] = 0;
+        if (responses > 0 && th_split_responses(r->data, r->len, NULL, 0) >= responses)
+            break;
+    }
 }

@@ -64,4 +64,53 @@ size_t th_curl_body(char *data, size_t size, size_t n, void *ud);
 /* The VmRSS of the server process in kB (from /proc), or -1. */
 long th_server_rss_kb(const th_server *s);
 
+/* The server process's open file descriptors (entries of /proc/PID/fd), or -1. */
+int th_server_fd_count(const th_server *s);
+
+/* 1 while the server process runs; 0 once it has exited (it is then reaped and s->pid is 0). */
+int th_server_alive(th_server *s);
+
+/* Occurrences of needle in the server's log (stdout and stderr) so far. */
+int th_server_log_count(const th_server *s, const char *needle);
+
+/* ---- raw connections: what a client library would not send (slow, half-closed, malformed,
+ * many at once). Every wait is bounded by the caller's timeout. ---- */
+
+/* A blocking TCP connection to the server; aborts the test when connect fails. */
+int th_connect(const th_server *s);
+
+/* A non-blocking connection whose connect may still be in progress (for many at once); returns
+ * the fd or -errno. */
+int th_connect_nb(const th_server *s);
+
+/* Sends all len bytes (waiting at most timeout_ms on a non-blocking fd); returns 0, or -errno
+ * (-EPIPE, -ECONNRESET: the server closed; -ETIMEDOUT). */
+int th_send(int fd, const void *data, size_t len, int timeout_ms);
+
+typedef struct th_raw_result {
+    char *data; /* malloc'd, NUL-terminated */
+    size_t len;
+    int closed; /* the server closed the connection (EOF) or reset it */
+} th_raw_result;
+
+/* Reads from fd until the server closes it, timeout_ms passes, or (responses > 0) that many
+ * complete responses have arrived (see th_split_responses). Free r->data. */
+void th_read(int fd, int timeout_ms, int responses, th_raw_result *r);
+
+/* One HTTP/1.1 response inside a th_raw_result (pointers into its data). */
+typedef struct th_http_msg {
+    int status;
+    const char *head; /* status line and headers, without the blank line */
+    size_t head_len;
+    const char *body;
+    size_t body_len;
+} th_http_msg;
+
+/* Splits data into complete responses framed by Content-Length (a response without one ends
+ * the split); fills at most cap of out (out NULL: only counts) and returns how many. */
+int th_split_responses(const char *data, size_t len, th_http_msg *out, int cap);
+
+/* Copies the value of header name (any case) of m into out; returns 1 when present. */
+int th_msg_header(const th_http_msg *m, const char *name, char *out, size_t cap);
+
 #endif
