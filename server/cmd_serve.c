@@ -31,6 +31,8 @@ static const opt_doc docs[] = {
     {"loops", "EMBD_LOOPS", "N", "1", "event loops, each with its own SO_REUSEPORT listener"},
     {"queue", "EMBD_QUEUE", "N", "256", "worker queue capacity; when full, 503 + Retry-After"},
     {"max-body", "EMBD_MAX_BODY", "BYTES", "16777216", "largest request body (413 above)"},
+    {"max-buffered", "EMBD_MAX_BUFFERED", "BYTES", "268435456",
+     "request body bytes held at once per loop (503 + Retry-After above)"},
     {"max-batch", "EMBD_MAX_BATCH", "N", "1024", "ids, keys or vectors per request"},
     {"max-k", "EMBD_MAX_K", "N", "1000", "largest k for search (at most 1000)"},
     {"timeout", "EMBD_TIMEOUT", "SECONDS", "30", "idle connection timeout and request deadline"},
@@ -112,6 +114,8 @@ static int apply(srv_config *c, const char *name, const char *v)
         U(queue, 1, 1000000);
     else if (!strcmp(name, "max-body"))
         U(max_body, 64, 1ull << 32);
+    else if (!strcmp(name, "max-buffered"))
+        U(max_buffered, 4096, 1ull << 40);
     else if (!strcmp(name, "max-batch"))
         U(max_batch, 1, 100000);
     else if (!strcmp(name, "max-k"))
@@ -180,6 +184,7 @@ int cmd_serve(int argc, char **argv)
                     .loops = 1,
                     .queue = 256,
                     .max_body = 16u << 20,
+                    .max_buffered = 256u << 20,
                     .max_batch = 1024,
                     .max_k = EMB_MAX_K,
                     .timeout = 30,
@@ -230,6 +235,12 @@ int cmd_serve(int argc, char **argv)
     if (c.n_stores == 0) {
         fprintf(stderr, "embd serve: no STORE given (arguments or EMBD_STORES)\n");
         usage(stderr);
+        free(env_stores);
+        return 2;
+    }
+    if (c.max_buffered <= c.max_body) {
+        fprintf(stderr, "embd serve: --max-buffered (%llu) must be larger than --max-body (%llu)\n",
+                (unsigned long long)c.max_buffered, (unsigned long long)c.max_body);
         free(env_stores);
         return 2;
     }

@@ -70,7 +70,8 @@ struct srv_request {
     int close;       /* answer with Connection: close (framing errors, 431) */
     int sent;        /* the reply is queued with MHD */
     int body_too_large;
-    int body_oom; /* the body buffer could not grow: the rest is discarded, the answer is 500 */
+    int body_oom;  /* the body buffer could not grow: the rest is discarded, the answer is 500 */
+    int body_busy; /* growing it would pass --max-buffered: discarded too, the answer is 503 */
     char *body;
     size_t body_len, body_cap;
     srv_reply reply;
@@ -744,7 +745,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         /* A body still arriving after --timeout (slowloris): close the connection. */
         if (now_s() - q->t0 > h->cfg->timeout)
             return MHD_NO;
-        if (q->body_oom)
+        if (q->body_oom || q->body_busy)
             return MHD_YES;
         if (q->body_too_large || n > h->cfg->max_body - q->body_len) {
             /* A chunked body over the limit (no length was announced): discard the rest and
@@ -756,11 +757,20 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
             size_t cap = q->body_cap ? q->body_cap * 2 : 4096;
             while (cap < q->body_len + n + 1)
                 cap *= 2;
+            if (cap > h->cfg->max_body + 1)
+                cap = h->cfg->max_body + 1; /* enough: the body never passes --max-body */
+            if (cap - q->body_cap > h->cfg->max_buffered - h->buffered) {
+                /* Every connection may send --max-body; together they may not pass the
+                 * budget. Discard the rest and answer 503 at the end of the body. */
+                q->body_busy = 1;
+                return MHD_YES;
+            }
             char *b = realloc(q->body, cap);
             if (!b) {
                 q->body_oom = 1; /* discard the rest; answer 500 at the end of the body */
                 return MHD_YES;
             }
+            h->buffered += cap - q->body_cap;
             q->body = b;
             q->body_cap = cap;
         }
@@ -777,6 +787,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
                           (unsigned long long)h->cfg->max_body);
     if (q->body_oom)
         return answer_now(q, 500, "internal", "out of memory reading the body");
+    if (q->body_busy)
+        return answer_now(q, 503, "overloaded",
+                          "request bodies held at once would exceed --max-buffered %llu bytes; "
+                          "retry shortly",
+                          (unsigned long long)h->cfg->max_buffered);
     if (q->job)
         return MHD_YES; /* spurious call while suspended */
     q->api.body = q->body ? q->body : "";
@@ -859,6 +874,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     h->in_flight--;
     srv_metrics_in_flight_add(-1);
     srv_reply_free(&q->reply);
+    h->buffered -= q->body_cap;
     free(q->body);
     free(q->path);
     free(q->url);

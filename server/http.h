@@ -24,6 +24,7 @@ typedef struct srv_http {
     srv_conn *conns;        /* doubly linked: every open connection of this loop */
     unsigned in_flight;     /* requests between first byte and completion */
     unsigned jobs_out;      /* jobs submitted and not yet drained back */
+    uint64_t buffered;      /* bytes of request-body buffers held (--max-buffered) */
     uint64_t next_id;       /* request id counter */
     unsigned index;         /* loop number */
 } srv_http;

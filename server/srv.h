@@ -20,11 +20,12 @@
 typedef struct srv_config {
     char listen_host[256];
     uint16_t listen_port;
-    uint32_t threads;   /* worker threads */
-    uint32_t loops;     /* event loops, each with its own MHD daemon */
-    uint32_t queue;     /* worker queue capacity */
-    uint64_t max_body;  /* bytes */
-    uint32_t max_batch; /* ids, keys or vectors per request */
+    uint32_t threads;      /* worker threads */
+    uint32_t loops;        /* event loops, each with its own MHD daemon */
+    uint32_t queue;        /* worker queue capacity */
+    uint64_t max_body;     /* bytes */
+    uint64_t max_buffered; /* request body bytes held at once, per loop */
+    uint32_t max_batch;    /* ids, keys or vectors per request */
     uint32_t max_k;
     double timeout;           /* seconds: idle connections and request deadline */
     uint32_t max_connections; /* per loop */

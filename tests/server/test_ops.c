@@ -1435,3 +1435,81 @@ Test(ops, batch_search_after_a_single_search_on_the_same_worker)
     th_response_free(&r);
     cr_expect_eq(th_server_stop(&srv, SIGTERM), 0);
 }
+
+/* ==== --max-buffered: request bodies held at once, per loop ==== */
+
+/* Builds "POST /v1/tables/demo/gather" with a body of exactly len bytes ({"ids":[1]} padded
+ * with spaces, valid JSON); returns the header and body as one malloc'd string, *out_len. */
+static char *padded_gather(size_t len, size_t *out_len)
+{
+    char head[256];
+    int hl = snprintf(head, sizeof head,
+                      "POST /v1/tables/demo/gather HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      "application/json\r\nContent-Length: %zu\r\n\r\n",
+                      len);
+    char *m = malloc((size_t)hl + len + 1);
+    memcpy(m, head, (size_t)hl);
+    memset(m + hl, ' ', len);
+    memcpy(m + hl, "{\"ids\":[1]}", 11);
+    m[(size_t)hl + len] = 0;
+    *out_len = (size_t)hl + len;
+    return m;
+}
+
+/* Each connection may send --max-body, but the bodies held at once may not pass
+ * --max-buffered: a body that would is discarded and answered 503 + Retry-After, the bodies
+ * already held are answered as usual, and once they are gone the budget is free again. */
+Test(ops, max_buffered_bounds_bodies_held_at_once)
+{
+    const char *args[] = {"--max-buffered", "300000",        "--max-body",
+                          "250000",        th_demo_store(), NULL};
+    th_server_start(&srv, args);
+    size_t big_len, small_len;
+    char *big = padded_gather(200000, &big_len), *small = padded_gather(40000, &small_len);
+    size_t head_len = big_len - 200000;
+
+    /* 1. A slow client holds 150 KB of its 200 KB body (a 256 KiB buffer). */
+    int slow = th_connect(&srv);
+    cr_assert_geq(slow, 0);
+    cr_assert_eq(th_send(slow, big, head_len + 150000, 5000), 0);
+    sleep_ms(300); /* let the loop read it: a bounded wait, not a timing assertion */
+
+    /* 2. Another client's 40 KB body (a 64 KiB buffer) does not fit what is left: 503 +
+     * Retry-After. */
+    int other = th_connect(&srv);
+    cr_assert_geq(other, 0);
+    cr_assert_eq(th_send(other, small, small_len, 5000), 0);
+    th_raw_result got;
+    th_read(other, 10000, 1, &got);
+    th_http_msg m;
+    cr_assert_eq(th_split_responses(got.data, got.len, &m, 1), 1, "%.300s", got.data);
+    char retry[32] = "";
+    cr_expect_eq(m.status, 503, "%.300s", got.data);
+    cr_expect(th_msg_header(&m, "Retry-After", retry, sizeof retry) && retry[0]);
+    cr_expect(strstr(got.data, "--max-buffered"), "%.300s", got.data);
+    free(got.data);
+    close(other);
+
+    /* 3. The slow client finishes: it is answered as usual. */
+    cr_assert_eq(th_send(slow, big + head_len + 150000, big_len - head_len - 150000, 5000), 0);
+    th_read(slow, 10000, 1, &got);
+    cr_assert_eq(th_split_responses(got.data, got.len, &m, 1), 1, "%.300s", got.data);
+    cr_expect_eq(m.status, 200, "%.300s", got.data);
+    free(got.data);
+    close(slow);
+
+    /* 4. With nothing held, the same 40 KB body is served. */
+    th_response r = req("GET", "/healthz", NULL, NULL);
+    th_response_free(&r);
+    int again = th_connect(&srv);
+    cr_assert_geq(again, 0);
+    cr_assert_eq(th_send(again, small, small_len, 5000), 0);
+    th_read(again, 10000, 1, &got);
+    cr_assert_eq(th_split_responses(got.data, got.len, &m, 1), 1, "%.300s", got.data);
+    cr_expect_eq(m.status, 200, "after the slow body was answered: %.300s", got.data);
+    free(got.data);
+    close(again);
+    free(big);
+    free(small);
+    cr_expect_eq(th_server_stop(&srv, SIGTERM), 0);
+}
