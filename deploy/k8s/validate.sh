@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# validate.sh - renders deploy/k8s (base and the store-v2 overlay) with kubectl kustomize and
+# checks the result, and deploy/docker-compose.yml, offline (validate.mjs says what is checked).
+#
+# The renderer is Debian 12's kubectl 1.20 (package kubernetes-client, kustomize v2.0.3 inside),
+# what a fresh Debian 12 box can install. It is fetched with `apt-get download` and unpacked with
+# `dpkg-deb -x` into ${EMBD_TOOLS:-$HOME/.cache/embd-tools}/kubernetes-client on first use, so it
+# never conflicts with another kubectl package. When a different kubectl is on PATH (a current
+# one, with kustomize v5), it renders too and both renderings must hold the same objects.
+# Then validate.mjs --selftest proves each check can fail. npm packages: deploy/package-lock.json,
+# installed with `npm ci` when node_modules is missing or older than the lock.
+#
+# Closes with "validate: N passed, N failed"; exit status 0 only when everything passed.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+deploy=$(dirname "$here")
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+debian_kubectl() {
+  local cache=${EMBD_TOOLS:-${HOME:-/tmp}/.cache/embd-tools}
+  local dir=$cache/kubernetes-client bin
+  bin=$dir/usr/bin/kubectl
+  if [ -x "$bin" ]; then
+    printf '%s\n' "$bin"
+    return 0
+  fi
+  mkdir -p "$cache"
+  local work
+  work=$(mktemp -d "$cache/.kubernetes-client.XXXXXX")
+  if ! (cd "$work" && apt-get download kubernetes-client >/dev/null 2>&1); then
+    [ "$(id -u)" -eq 0 ] && apt-get update -q >/dev/null 2>&1
+    (cd "$work" && apt-get download kubernetes-client >/dev/null 2>&1) || {
+      echo "validate.sh: cannot download Debian's kubernetes-client" >&2
+      rm -rf "$work"
+      return 1
+    }
+  fi
+  dpkg-deb -x "$work"/kubernetes-client_*.deb "$work/tree"
+  rm -rf "$dir"
+  mv "$work/tree" "$dir"
+  rm -rf "$work"
+  printf '%s\n' "$bin"
+}
+
+cd "$deploy"
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "validate.sh: installing the pinned packages (npm ci)"
+  npm ci --no-audit --no-fund >/dev/null
+fi
+
+kubectl_deb=$(debian_kubectl)
+renderers=("$kubectl_deb")
+labels=("Debian kubectl $("$kubectl_deb" version --client --short 2>/dev/null | sed 's/.*: //')")
+echo "renderer 1: ${labels[0]} ($kubectl_deb)"
+other=$(command -v kubectl || true)
+if [ -n "$other" ] && ! cmp -s "$other" "$kubectl_deb"; then
+  renderers+=("$other")
+  labels+=("kubectl $("$other" version --client 2>/dev/null | sed -n 's/^Client Version: //p'), kustomize $("$other" version --client 2>/dev/null | sed -n 's/^Kustomize Version: //p')")
+  echo "renderer 2: ${labels[1]} ($other)"
+else
+  echo "renderer 2: none (no other kubectl on PATH; only Debian's rendering is checked)"
+fi
+
+args=()
+status=0
+for i in "${!renderers[@]}"; do
+  k=${renderers[$i]}
+  for what in base overlays/store-v2; do
+    out=$tmp/$i-${what//\//-}.yaml
+    if ! "$k" kustomize "k8s/$what" >"$out" 2>"$tmp/err"; then
+      echo "FAIL - $k kustomize k8s/$what"
+      sed 's/^/     | /' "$tmp/err"
+      status=1
+    fi
+    # Deprecation warnings (kustomize v5 on the v2.0.3 syntax) are shown, not failures.
+    [ -s "$tmp/err" ] && sed 's/^/     (kustomize) /' "$tmp/err"
+  done
+  args+=(--label "${labels[$i]}" --base "$tmp/$i-base.yaml" --overlay "$tmp/$i-overlays-store-v2.yaml")
+done
+[ "$status" -eq 0 ] || exit 1
+
+node k8s/validate.mjs "${args[@]}" --compose docker-compose.yml || status=1
+echo "== selftest: each check must catch what it guards against"
+node k8s/validate.mjs --selftest "${args[@]}" --compose docker-compose.yml || status=1
+exit "$status"
