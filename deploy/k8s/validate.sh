@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # validate.sh - renders deploy/k8s (base and the store-v2 overlay) with kubectl kustomize and
-# checks the result, and deploy/docker-compose.yml, offline (validate.mjs says what is checked).
+# checks the result, deploy/docker-compose.yml and deploy/systemd/embd.service, offline
+# (validate.mjs says what is checked).
 #
 # The renderer is Debian 12's kubectl 1.20 (package kubernetes-client, kustomize v2.0.3 inside),
 # what a fresh Debian 12 box can install. It is fetched with `apt-get download` and unpacked with
@@ -10,12 +11,19 @@
 # Then validate.mjs --selftest proves each check can fail. npm packages: deploy/package-lock.json,
 # installed with `npm ci` when node_modules is missing or older than the lock.
 #
-# Closes with "validate: N passed, N failed"; exit status 0 only when everything passed.
+# Closes with "deploy validation: N passed, N failed"; exit status 0 only when all passed.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 deploy=$(dirname "$here")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+n_ok=0
+n_fail=0
+count() { # file: prints it and adds its ok/FAIL lines to the closing count
+  cat "$1"
+  n_ok=$((n_ok + $(grep -c '^ok ' "$1" || true)))
+  n_fail=$((n_fail + $(grep -c '^FAIL ' "$1" || true)))
+}
 
 debian_kubectl() {
   local cache=${EMBD_TOOLS:-${HOME:-/tmp}/.cache/embd-tools}
@@ -80,7 +88,39 @@ for i in "${!renderers[@]}"; do
 done
 [ "$status" -eq 0 ] || exit 1
 
-node k8s/validate.mjs "${args[@]}" --compose docker-compose.yml || status=1
+node k8s/validate.mjs "${args[@]}" --compose docker-compose.yml --unit systemd/embd.service \
+  >"$tmp/out" 2>&1 || status=1
+count "$tmp/out"
+
+# systemd-analyze verify checks the unit's syntax and that its commands exist; ExecStart's
+# /usr/local/bin/embd is provided in a private mount namespace (a tmpfs with a stand-in), so the
+# host's /usr/local/bin is never touched. It exits 0 even on an unknown key, so any output fails.
+analyze() { # unit file -> output of systemd-analyze verify (empty when sound)
+  unshare --mount sh -c 'mount -t tmpfs embd-verify /usr/local/bin &&
+    cp /bin/true /usr/local/bin/embd && systemd-analyze verify "$1" 2>&1' sh "$1" || true
+}
+if command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+  out=$(analyze systemd/embd.service)
+  if [ -z "$out" ]; then echo "ok   - systemd-analyze verify systemd/embd.service"; else
+    echo "FAIL - systemd-analyze verify systemd/embd.service"
+    printf '%s\n' "$out" | sed 's/^/     | /'
+  fi >"$tmp/out"
+  sed 's/^ExecReload=/ExecReloadd=/' systemd/embd.service >"$tmp/embd.service"
+  if [ -n "$(analyze "$tmp/embd.service")" ]; then
+    echo "ok   - caught: systemd-analyze reports a misspelt key"
+  else
+    echo "FAIL - systemd-analyze did not report a misspelt key"
+  fi >>"$tmp/out"
+  grep -q '^FAIL' "$tmp/out" && status=1
+  count "$tmp/out"
+else
+  echo "skip - systemd-analyze verify (needs systemd-analyze and root for a mount namespace)"
+fi
+
 echo "== selftest: each check must catch what it guards against"
-node k8s/validate.mjs --selftest "${args[@]}" --compose docker-compose.yml || status=1
+node k8s/validate.mjs --selftest "${args[@]}" --compose docker-compose.yml \
+  --unit systemd/embd.service >"$tmp/out" 2>&1 || status=1
+count "$tmp/out"
+[ "$status" -eq 0 ] || [ "$n_fail" -gt 0 ] || n_fail=1
+echo "deploy validation: $n_ok passed, $n_fail failed"
 exit "$status"
