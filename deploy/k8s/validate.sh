@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# validate.sh - renders deploy/k8s (base and the store-v2 overlay) with kubectl kustomize and
-# checks the result, deploy/docker-compose.yml and deploy/systemd/embd.service, offline
-# (validate.mjs says what is checked).
+# validate.sh - renders deploy/k8s (the base and the store-v2, shard-0 and shard-1 overlays)
+# with kubectl kustomize and checks the result, deploy/docker-compose.yml and
+# deploy/systemd/embd.service, offline (validate.mjs says what is checked).
 #
 # The renderer is Debian 12's kubectl 1.20 (package kubernetes-client, kustomize v2.0.3 inside),
 # what a fresh Debian 12 box can install. It is fetched with `apt-get download` and unpacked with
@@ -74,17 +74,19 @@ args=()
 status=0
 for i in "${!renderers[@]}"; do
   k=${renderers[$i]}
-  for what in base overlays/store-v2; do
-    out=$tmp/$i-${what//\//-}.yaml
+  mkdir -p "$tmp/r$i"
+  for what in base overlays/store-v2 overlays/shard-0 overlays/shard-1; do
+    out=$tmp/r$i/$(basename "$what").yaml
     if ! "$k" kustomize "k8s/$what" >"$out" 2>"$tmp/err"; then
       echo "FAIL - $k kustomize k8s/$what"
       sed 's/^/     | /' "$tmp/err"
       status=1
+    elif [ -s "$tmp/err" ]; then
+      # Deprecation warnings (kustomize v5 on the v2.0.3 syntax) are shown, not failures.
+      echo "     (kustomize, k8s/$what) $(grep -o "'[a-zA-Z]*' is deprecated" "$tmp/err" | tr '\n' ' ')"
     fi
-    # Deprecation warnings (kustomize v5 on the v2.0.3 syntax) are shown, not failures.
-    [ -s "$tmp/err" ] && sed 's/^/     (kustomize) /' "$tmp/err"
   done
-  args+=(--label "${labels[$i]}" --base "$tmp/$i-base.yaml" --overlay "$tmp/$i-overlays-store-v2.yaml")
+  args+=(--render "${labels[$i]}=$tmp/r$i")
 done
 [ "$status" -eq 0 ] || exit 1
 
