@@ -5,7 +5,8 @@
 #
 #   deploy/shards/bench.sh [path/to/embd] [ROWS] [DIM]      (default build/embd 200000 256)
 #
-# Prints one table per setting (two-stage and exact; one query at a time, then 8 in flight).
+# Prints one table per setting (two-stage with oversample 16, and exact), one query at a time,
+# the two sides interleaved. QUERIES (default 1000) queries per table.
 # Leaves nothing behind (a temporary directory; the servers are stopped).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,10 +49,8 @@ all=$(url all.log)
 s0=$(url s0.log)
 s1=$(url s1.log)
 echo "embd $("$embd" --version | awk '{print $2}'), $(nproc) cores; $rows x $dim f16+q1 ($(du -m all.emb | cut -f1) MB), shards $half + $((rows - half)) rows"
-for exact in "" --exact; do
-  for c in 1 8; do
-    echo
-    node "$here/fanout.mjs" bench --table t --single "$all" --queries "$queries" --concurrency "$c" \
-      $exact "$s0" "$s1"
-  done
+for mode in "--oversample 16" --exact; do
+  echo
+  # shellcheck disable=SC2086 # $mode is two words or one
+  node "$here/fanout.mjs" bench --table t --single "$all" --queries "$queries" $mode "$s0" "$s1"
 done

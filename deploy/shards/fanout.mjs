@@ -23,7 +23,8 @@
 //   const { results } = await t.search({ key: "apple", k: 10 });
 // From the command line:
 //   node fanout.mjs search --table T --key K [-k 10] [--exact] URL...
-//   node fanout.mjs bench --table T --single URL --queries N [-k 10] [--exact] URL...
+//   node fanout.mjs bench --table T --single URL [--queries N] [-k 10] [--exact]
+//                         [--oversample N] [--json FILE] URL...
 // (bench: the latency of the same queries against one server and fanned out over the shards).
 
 export class ShardedTable {
@@ -182,7 +183,7 @@ async function call(url, path, headers = {}, body = undefined, allow = []) {
 // ---- command line ----------------------------------------------------------------------------
 
 function parse(argv) {
-  const o = { urls: [], k: 10, exact: false, queries: 1000, concurrency: 1 };
+  const o = { urls: [], k: 10, exact: false, queries: 1000 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => argv[++i];
@@ -195,7 +196,6 @@ function parse(argv) {
     else if (a === "--oversample") o.oversample = Number(v());
     else if (a === "--single") o.single = v();
     else if (a === "--queries") o.queries = Number(v());
-    else if (a === "--concurrency") o.concurrency = Number(v());
     else if (a === "--json") o.json = v();
     else if (a.startsWith("-")) throw new Error(`unknown option ${a}`);
     else o.urls.push(a.replace(/\/$/, ""));
@@ -208,25 +208,7 @@ function pct(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-// Runs fn(i) for i in [0, n) with `concurrency` in flight; returns each call's milliseconds and
-// the wall time.
-async function timed(n, concurrency, fn) {
-  const ms = new Array(n);
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      for (let i = next++; i < n; i = next++) {
-        const t = performance.now();
-        await fn(i);
-        ms[i] = performance.now() - t;
-      }
-    }),
-  );
-  return { ms, wall: performance.now() - t0 };
-}
-
-function summary(name, { ms, wall }) {
+function summary(name, ms) {
   const s = [...ms].sort((a, b) => a - b);
   const mean = s.reduce((a, b) => a + b, 0) / s.length;
   return {
@@ -236,36 +218,45 @@ function summary(name, { ms, wall }) {
     p50_ms: +pct(s, 50).toFixed(3),
     p90_ms: +pct(s, 90).toFixed(3),
     p99_ms: +pct(s, 99).toFixed(3),
-    qps: +((s.length / wall) * 1000).toFixed(1),
   };
 }
 
+// The same queries against one server with the whole table and fanned out over the shards,
+// one at a time and interleaved (A B, B A, ...), so that a change in the machine's load hits
+// both sides alike.
 async function bench(o) {
   const t = await ShardedTable.open(o.urls, o.table);
   const single = await ShardedTable.open([o.single], o.table);
   if (single.rows !== t.rows) throw new Error(`--single has ${single.rows} rows, the shards ${t.rows}`);
-  // Queries: rows spread over the table (a fixed stride, so runs are comparable); their
-  // vectors are fetched first so both sides send the same vector queries.
+  // Queries: rows at a fixed stride through the table, so runs are comparable; their vectors are
+  // fetched first so both sides send the same vector queries.
   const ids = Array.from({ length: o.queries }, (_, i) => Math.floor(((i + 0.5) * t.rows) / o.queries));
   const vecs = [];
   for (let i = 0; i < ids.length; i += 500) // within the servers' --max-batch
     vecs.push(...(await single.gather(ids.slice(i, i + 500))).vectors);
-  const q = (i) => ({ vector: vecs[i], k: o.k, exact: o.exact, ...(o.oversample ? { oversample: o.oversample } : {}) });
-  const qid = (i) => ({ id: ids[i], k: o.k, exact: o.exact, ...(o.oversample ? { oversample: o.oversample } : {}) });
-  await timed(Math.min(200, o.queries), 2, (i) => single.search(q(i))); // warm both
-  await timed(Math.min(200, o.queries), 2, (i) => t.search(q(i)));
-  const rows = [];
-  let same = 0;
-  const a = [];
-  const b = [];
-  rows.push(summary("one server, by vector", await timed(o.queries, o.concurrency, async (i) => { a[i] = await single.search(q(i)); })));
-  rows.push(summary(`${o.urls.length} shards, by vector`, await timed(o.queries, o.concurrency, async (i) => { b[i] = await t.search(q(i)); })));
-  for (let i = 0; i < o.queries; i++)
-    same += a[i].results.map((r) => r.id).join() === b[i].results.map((r) => r.id).join() ? 1 : 0;
-  // By id, the server does the lookup; fanned out it is a row fetch, then the searches.
-  rows.push(summary("one server, by id", await timed(o.queries, o.concurrency, (i) => call(o.single, single.path("/search"), {}, qid(i)))));
-  rows.push(summary(`${o.urls.length} shards, by id`, await timed(o.queries, o.concurrency, (i) => t.search(qid(i)))));
-  return { table: o.table, rows: t.rows, dim: t.dim, k: o.k, exact: o.exact, concurrency: o.concurrency, same_answers: same, results: rows };
+  const opts = { k: o.k, exact: o.exact, ...(o.oversample ? { oversample: o.oversample } : {}) };
+  const out = { table: o.table, rows: t.rows, dim: t.dim, shards: o.urls.length, ...opts, results: [] };
+  for (const by of ["vector", "id"]) {
+    const q = (i) => (by === "vector" ? { ...opts, vector: vecs[i] } : { ...opts, id: ids[i] });
+    // By id one server looks the row up itself; fanned out it is a row fetch, then the searches.
+    const one = (i) => call(o.single, single.path("/search"), {}, q(i));
+    const fan = (i) => t.search(q(i));
+    for (let i = 0; i < Math.min(100, o.queries); i++) await Promise.all([one(i), fan(i)]); // warm up
+    const ms = { one: [], fan: [] };
+    let same = 0;
+    for (let i = 0; i < o.queries; i++) {
+      const r = {};
+      for (const side of i % 2 ? ["one", "fan"] : ["fan", "one"]) {
+        const t0 = performance.now();
+        r[side] = await (side === "one" ? one(i) : fan(i));
+        ms[side].push(performance.now() - t0);
+      }
+      same += r.one.results.map((x) => x.id).join() === r.fan.results.map((x) => x.id).join();
+    }
+    out.results.push(summary(`one server, by ${by}`, ms.one), summary(`${o.urls.length} shards, by ${by}`, ms.fan));
+    out[`same_answers_by_${by}`] = same;
+  }
+  return out;
 }
 
 async function main() {
@@ -284,11 +275,13 @@ async function main() {
     if (!o.single) throw new Error("bench needs --single URL (one server with the whole table)");
     const r = await bench(o);
     if (o.json) (await import("node:fs")).writeFileSync(o.json, JSON.stringify(r, null, 2));
-    console.log(`${r.rows} rows x ${r.dim}, k=${r.k}, exact=${r.exact}, ${r.concurrency} in flight; same answers ${r.same_answers}/${o.queries}`);
-    console.log("| queries | mean ms | p50 ms | p90 ms | p99 ms | queries/s |");
-    console.log("|---|---:|---:|---:|---:|---:|");
-    for (const x of r.results)
-      console.log(`| ${x.name} | ${x.mean_ms} | ${x.p50_ms} | ${x.p90_ms} | ${x.p99_ms} | ${x.qps} |`);
+    console.log(
+      `${r.rows} rows x ${r.dim}, k=${r.k}, ${r.exact ? "exact" : `two-stage${r.oversample ? `, oversample ${r.oversample}` : ""}`}; ` +
+        `same answers: ${r.same_answers_by_vector}/${o.queries} by vector, ${r.same_answers_by_id}/${o.queries} by id`,
+    );
+    console.log("| queries, one at a time | mean ms | p50 ms | p90 ms | p99 ms |");
+    console.log("|---|---:|---:|---:|---:|");
+    for (const x of r.results) console.log(`| ${x.name} | ${x.mean_ms} | ${x.p50_ms} | ${x.p90_ms} | ${x.p99_ms} |`);
   } else {
     throw new Error("usage: node fanout.mjs search|bench --table T [options] URL...");
   }
