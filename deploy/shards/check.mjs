@@ -43,13 +43,20 @@ function run(...args) {
 // Starts `embd serve` on 127.0.0.1:0 and resolves with its base URL once it logs "listening".
 function serve(store) {
   return new Promise((resolve, reject) => {
-    const p = spawn(embd, ["serve", "--listen", "127.0.0.1:0", "--threads", "1", "--shutdown-delay", "0", store], {
-      cwd: dir,
-      stdio: ["ignore", "ignore", "pipe"],
-    });
+    const p = spawn(
+      embd,
+      ["serve", "--listen", "127.0.0.1:0", "--threads", "1", "--shutdown-delay", "0", store],
+      {
+        cwd: dir,
+        stdio: ["ignore", "ignore", "pipe"],
+      },
+    );
     servers.push(p);
     let log = "";
-    const timer = setTimeout(() => reject(new Error(`${store}: not listening after 20 s: ${log}`)), 20000);
+    const timer = setTimeout(
+      () => reject(new Error(`${store}: not listening after 20 s: ${log}`)),
+      20000,
+    );
     p.stderr.on("data", (d) => {
       log += d;
       const m = /"url":"(http:\/\/127\.0\.0\.1:[0-9]+)"/.exec(log);
@@ -90,18 +97,39 @@ function sameAnswer(a, b) {
 async function main() {
   const rows = 6000;
   const split = 2500;
-  run("gen", "--kind", "clusters", "--rows", String(rows), "--dim", "64", "--seed", "3", "-o", "in.npy", "--keys-out", "keys.txt", "-q");
+  run(
+    "gen",
+    "--kind",
+    "clusters",
+    "--rows",
+    String(rows),
+    "--dim",
+    "64",
+    "--seed",
+    "3",
+    "-o",
+    "in.npy",
+    "--keys-out",
+    "keys.txt",
+    "-q",
+  );
   run("pack", "in.npy", "-o", "all.emb", "--keys", "keys.txt", "-q");
   run("pack", "in.npy", "-o", "s0.emb", "--keys", "keys.txt", "--rows", `0:${split}`, "-q");
   run("pack", "in.npy", "-o", "s1.emb", "--keys", "keys.txt", "--rows", `${split}:${rows}`, "-q");
   const keys = fs.readFileSync(path.join(dir, "keys.txt"), "utf8").split("\n");
   // Each store named t so every server serves table "t".
-  for (const f of ["all", "s0", "s1"]) fs.renameSync(path.join(dir, `${f}.emb`), path.join(dir, `${f}-t.emb`));
+  for (const f of ["all", "s0", "s1"])
+    fs.renameSync(path.join(dir, `${f}.emb`), path.join(dir, `${f}-t.emb`));
   const [all, s0, s1] = await Promise.all(["t=all-t.emb", "t=s0-t.emb", "t=s1-t.emb"].map(serve));
 
   const whole = await ShardedTable.open([all.url], "t");
   const sharded = await ShardedTable.open([s1.url, s0.url], "t"); // any order
-  report("shards tile the table", sharded.rows === rows && sharded.shards[1].begin === split ? null : JSON.stringify(sharded.shards));
+  report(
+    "shards tile the table",
+    sharded.rows === rows && sharded.shards[1].begin === split
+      ? null
+      : JSON.stringify(sharded.shards),
+  );
 
   const probe = [0, 1, split - 1, split, split + 1, rows - 1, 77, 3333, 4999, 1234];
   let problem = null;
@@ -155,7 +183,9 @@ async function main() {
   const gb = await sharded.gather(want);
   report(
     "gather across both shards, with missing ids",
-    JSON.stringify(ga) === JSON.stringify(gb) && JSON.stringify(gb.missing) === "[2,5]" ? null : `${JSON.stringify(gb.missing)} vs ${JSON.stringify(ga.missing)}`,
+    JSON.stringify(ga) === JSON.stringify(gb) && JSON.stringify(gb.missing) === "[2,5]"
+      ? null
+      : `${JSON.stringify(gb.missing)} vs ${JSON.stringify(ga.missing)}`,
   );
 
   try {
@@ -176,7 +206,10 @@ async function main() {
     await sharded.search({ id: 10, k: 5 });
     report("a shard that is down fails the query", "answered");
   } catch (e) {
-    report("a shard that is down fails the query, naming it", e.message.includes(s1.url) ? null : e.message);
+    report(
+      "a shard that is down fails the query, naming it",
+      e.message.includes(s1.url) ? null : e.message,
+    );
   }
 }
 

@@ -76,7 +76,13 @@ export class ShardedTable {
     if (key !== undefined) {
       const found = await Promise.all(
         this.shards.map((s) =>
-          call(s.url, this.path(`/keys/${encodeURIComponent(key)}`), this.headers, undefined, [404]),
+          call(
+            s.url,
+            this.path(`/keys/${encodeURIComponent(key)}`),
+            this.headers,
+            undefined,
+            [404],
+          ),
         ),
       );
       const i = found.findIndex((r) => r !== null);
@@ -104,7 +110,9 @@ export class ShardedTable {
     }
     const answers = await Promise.all(
       this.shards.map((s) => {
-        const local = skip.filter((g) => g >= s.begin && g < s.begin + s.rows).map((g) => g - s.begin);
+        const local = skip
+          .filter((g) => g >= s.begin && g < s.begin + s.rows)
+          .map((g) => g - s.begin);
         const body = { ...rest, vector: vec, ...(local.length ? { exclude_ids: local } : {}) };
         return call(s.url, this.path("/search"), this.headers, body);
       }),
@@ -114,7 +122,9 @@ export class ShardedTable {
       a.results.map((r) => ({ ...r, id: r.id + this.shards[i].begin })),
     );
     const lowFirst = metric === "l2";
-    all.sort((a, b) => (a.score === b.score ? a.id - b.id : lowFirst ? a.score - b.score : b.score - a.score));
+    all.sort((a, b) =>
+      a.score === b.score ? a.id - b.id : lowFirst ? a.score - b.score : b.score - a.score,
+    );
     const k = rest.k ?? 10;
     return { results: all.slice(0, k), metric, k, mode: answers[0].mode };
   }
@@ -135,7 +145,9 @@ export class ShardedTable {
     await Promise.all(
       parts.map(async (p, i) => {
         if (!p.ids.length) return;
-        const r = await call(this.shards[i].url, this.path("/gather"), this.headers, { ids: p.ids });
+        const r = await call(this.shards[i].url, this.path("/gather"), this.headers, {
+          ids: p.ids,
+        });
         r.vectors.forEach((v, j) => {
           vectors[p.pos[j]] = v;
         });
@@ -227,15 +239,26 @@ function summary(name, ms) {
 async function bench(o) {
   const t = await ShardedTable.open(o.urls, o.table);
   const single = await ShardedTable.open([o.single], o.table);
-  if (single.rows !== t.rows) throw new Error(`--single has ${single.rows} rows, the shards ${t.rows}`);
+  if (single.rows !== t.rows)
+    throw new Error(`--single has ${single.rows} rows, the shards ${t.rows}`);
   // Queries: rows at a fixed stride through the table, so runs are comparable; their vectors are
   // fetched first so both sides send the same vector queries.
-  const ids = Array.from({ length: o.queries }, (_, i) => Math.floor(((i + 0.5) * t.rows) / o.queries));
+  const ids = Array.from({ length: o.queries }, (_, i) =>
+    Math.floor(((i + 0.5) * t.rows) / o.queries),
+  );
   const vecs = [];
-  for (let i = 0; i < ids.length; i += 500) // within the servers' --max-batch
+  for (let i = 0; i < ids.length; i += 500)
+    // within the servers' --max-batch
     vecs.push(...(await single.gather(ids.slice(i, i + 500))).vectors);
   const opts = { k: o.k, exact: o.exact, ...(o.oversample ? { oversample: o.oversample } : {}) };
-  const out = { table: o.table, rows: t.rows, dim: t.dim, shards: o.urls.length, ...opts, results: [] };
+  const out = {
+    table: o.table,
+    rows: t.rows,
+    dim: t.dim,
+    shards: o.urls.length,
+    ...opts,
+    results: [],
+  };
   for (const by of ["vector", "id"]) {
     const q = (i) => (by === "vector" ? { ...opts, vector: vecs[i] } : { ...opts, id: ids[i] });
     // By id one server looks the row up itself; fanned out it is a row fetch, then the searches.
@@ -253,7 +276,10 @@ async function bench(o) {
       }
       same += r.one.results.map((x) => x.id).join() === r.fan.results.map((x) => x.id).join();
     }
-    out.results.push(summary(`one server, by ${by}`, ms.one), summary(`${o.urls.length} shards, by ${by}`, ms.fan));
+    out.results.push(
+      summary(`one server, by ${by}`, ms.one),
+      summary(`${o.urls.length} shards, by ${by}`, ms.fan),
+    );
     out[`same_answers_by_${by}`] = same;
   }
   return out;
@@ -281,7 +307,8 @@ async function main() {
     );
     console.log("| queries, one at a time | mean ms | p50 ms | p90 ms | p99 ms |");
     console.log("|---|---:|---:|---:|---:|");
-    for (const x of r.results) console.log(`| ${x.name} | ${x.mean_ms} | ${x.p50_ms} | ${x.p90_ms} | ${x.p99_ms} |`);
+    for (const x of r.results)
+      console.log(`| ${x.name} | ${x.mean_ms} | ${x.p50_ms} | ${x.p90_ms} | ${x.p99_ms} |`);
   } else {
     throw new Error("usage: node fanout.mjs search|bench --table T [options] URL...");
   }
