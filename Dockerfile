@@ -35,7 +35,8 @@ RUN apt-get update \
       --shell /usr/sbin/nologin embd \
  && install -d -o 10001 -g 10001 -m 0755 /data
 COPY --from=build /out/ /
-# Serve every *.emb in /data on all interfaces; the healthcheck reads the port from here too.
+# Serve every *.emb in /data on all interfaces. The healthcheck reads the port from here too:
+# move the port with -e EMBD_LISTEN=..., not with --listen.
 ENV EMBD_LISTEN=0.0.0.0:8080
 USER 10001:10001
 WORKDIR /data
@@ -43,6 +44,6 @@ VOLUME ["/data"]
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD curl -fsS -o /dev/null "http://127.0.0.1:${EMBD_LISTEN##*:}/healthz" || exit 1
+  CMD port="${EMBD_LISTEN##*:}"; curl -fsS -o /dev/null "http://127.0.0.1:${port:-8080}/healthz" || exit 1
 ENTRYPOINT ["embd"]
 CMD ["serve", "/data"]
