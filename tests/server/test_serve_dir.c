@@ -30,11 +30,19 @@ static void dir_fini(void)
 
 TestSuite(serve_dir, .fini = dir_fini);
 
-static char *make_dir(const char *name)
+/* Fills buf with th_tmpdir()/name (no allocation: every path here lives on the stack). */
+static const char *tmp_path(char *buf, size_t size, const char *name)
 {
-    char *d = th_path(name);
-    cr_assert_eq(mkdir(d, 0755), 0, "mkdir %s: %s", d, strerror(errno));
-    return d;
+    snprintf(buf, size, "%s/%s", th_tmpdir(), name);
+    return buf;
+}
+
+/* Creates th_tmpdir()/name and fills buf with its path. */
+static const char *make_dir(char *buf, size_t size, const char *name)
+{
+    tmp_path(buf, size, name);
+    cr_assert_eq(mkdir(buf, 0755), 0, "mkdir %s: %s", buf, strerror(errno));
+    return buf;
 }
 
 /* Copies the file from into dir/name through a temporary name and a rename, as a store must
@@ -146,13 +154,14 @@ static int serve_fails(const char *args, char **log)
 
 Test(serve_dir, every_emb_file_is_a_table_named_by_its_stem)
 {
-    char *d = make_dir("stores");
+    char d[512], sub[512];
+    make_dir(d, sizeof d, "stores");
     put(th_demo_store(), d, "words.emb");
     put(demo_f16(), d, "alpha.emb");
-    put(demo_f16(), d, ".hidden.emb");                   /* hidden: skipped */
-    put(demo_f16(), d, "notes.txt");                     /* not *.emb: skipped */
-    put(demo_f16(), d, "old.emb.bak");                   /* not *.emb: skipped */
-    cr_assert_eq(mkdir(th_path("stores/sub"), 0755), 0); /* not a *.emb: skipped */
+    put(demo_f16(), d, ".hidden.emb");       /* hidden: skipped */
+    put(demo_f16(), d, "notes.txt");         /* not *.emb: skipped */
+    put(demo_f16(), d, "old.emb.bak");       /* not *.emb: skipped */
+    make_dir(sub, sizeof sub, "stores/sub"); /* not a *.emb: skipped */
     const char *args[] = {d, NULL};
     th_server_start(&srv, args);
 
@@ -173,9 +182,10 @@ Test(serve_dir, every_emb_file_is_a_table_named_by_its_stem)
 
 Test(serve_dir, a_directory_and_a_file_together)
 {
-    char *d = make_dir("dir");
+    char d[512], other[512];
+    make_dir(d, sizeof d, "dir");
     put(th_demo_store(), d, "b.emb");
-    char *other = th_path("zeta.emb");
+    tmp_path(other, sizeof other, "zeta.emb");
     size_t len;
     void *bytes = th_read_file(demo_f16(), &len);
     th_write_file(other, bytes, len);
@@ -192,12 +202,14 @@ Test(serve_dir, a_directory_and_a_file_together)
 
 Test(serve_dir, start_refuses_empty_dir_named_dir_and_name_collisions)
 {
-    char *empty = make_dir("empty");
+    char empty[512], one[512], two[512], bad[512];
+    make_dir(empty, sizeof empty, "empty");
     put(demo_f16(), empty, "readme.txt");
-    char *one = make_dir("one"), *two = make_dir("two");
+    make_dir(one, sizeof one, "one");
+    make_dir(two, sizeof two, "two");
     put(demo_f16(), one, "t.emb");
     put(th_demo_store(), two, "t.emb");
-    char *bad = make_dir("bad");
+    make_dir(bad, sizeof bad, "bad");
     put(demo_f16(), bad, "no spaces.emb");
     char args[2048], *log;
 
@@ -229,9 +241,10 @@ Test(serve_dir, start_refuses_empty_dir_named_dir_and_name_collisions)
 
 Test(serve_dir, reload_rescans_adds_new_files_keeps_vanished_refuses_collisions)
 {
-    char *d = make_dir("live");
+    char d[512], fixed[512], partial[512];
+    make_dir(d, sizeof d, "live");
     put(demo_f16(), d, "a.emb");
-    char *fixed = th_path("c.emb");
+    tmp_path(fixed, sizeof fixed, "c.emb");
     size_t len;
     void *bytes = th_read_file(demo_f16(), &len);
     th_write_file(fixed, bytes, len);
@@ -244,7 +257,7 @@ Test(serve_dir, reload_rescans_adds_new_files_keeps_vanished_refuses_collisions)
 
     /* A new file is a new table; a half-written one (temporary name) is not. */
     put(th_demo_store(), d, "b.emb");
-    th_write_file(th_path("live/d.emb.tmp.XXXX"), "partial", 7);
+    th_write_file(tmp_path(partial, sizeof partial, "live/d.emb.tmp.XXXX"), "partial", 7);
     json_t *j = reload();
     cr_expect(has_string(json_object_get(j, "reloaded"), "a"));
     cr_expect(has_string(json_object_get(j, "reloaded"), "b"), "new file b.emb added");
