@@ -495,6 +495,21 @@ if (!args.selftest) {
   report(`${args.unit}: reload, stop and restart`, checkUnit(unit));
 } else {
   // Each break must be caught, with a message that names it.
+  const caught = (name, problems, want) =>
+    report(
+      `caught: ${name}`,
+      problems.some((x) => x.includes(want))
+        ? []
+        : [`not reported (${problems.join("; ") || "no problem found"})`],
+    );
+  // Applies each [name, mutate, want] to a fresh copy of input; check must report `want`.
+  const breakEach = (list, input, check) => {
+    for (const [name, mutate, want] of list) {
+      const copy = structuredClone(input);
+      mutate(copy);
+      caught(name, check(copy), want);
+    }
+  };
   const good = renders[0].base;
   const dep = (objs) => objs.find((o) => o.kind === "Deployment");
   const ctr = (objs) => dep(objs).spec.template.spec.containers[0];
@@ -611,17 +626,7 @@ if (!args.selftest) {
       "0.0.0.0",
     ],
   ];
-  for (const [name, mutate, want] of breaks) {
-    const objs = structuredClone(good);
-    mutate(objs);
-    const p = checkManifests(objs);
-    report(
-      `caught: ${name}`,
-      p.some((x) => x.includes(want))
-        ? []
-        : [`not reported (${p.join("; ") || "no problem found"})`],
-    );
-  }
+  breakEach(breaks, good, checkManifests);
   const overlayBreaks = [
     [
       "overlay changes the image too",
@@ -638,46 +643,24 @@ if (!args.selftest) {
       "still",
     ],
   ];
-  for (const [name, mutate, want] of overlayBreaks) {
-    const objs = structuredClone(renders[0]["store-v2"]);
-    mutate(objs);
-    const p = checkOverlay(good, objs);
-    report(
-      `caught: ${name}`,
-      p.some((x) => x.includes(want))
-        ? []
-        : [`not reported (${p.join("; ") || "no problem found"})`],
-    );
-  }
+  breakEach(overlayBreaks, renders[0]["store-v2"], (o) => checkOverlay(good, o));
   const shardBreaks = [
     [
       "two shards under one selector",
-      (a, b) => {
-        delete b.find((o) => o.kind === "Deployment").spec.template.metadata.labels["embd.shard"];
-        b.find((o) => o.kind === "Deployment").spec.template.metadata.labels["embd.shard"] = "0";
+      ([, b]) => {
+        dep(b).spec.template.metadata.labels["embd.shard"] = "0";
       },
       "selects shard",
     ],
     [
       "two shards on one store directory",
-      (a, b) => {
+      ([a, b]) => {
         ctr(b).env.find((e) => e.name === "EMBD_STORES").value = envValue(ctr(a), "EMBD_STORES");
       },
       "also another shard's",
     ],
   ];
-  for (const [name, mutate, want] of shardBreaks) {
-    const a = structuredClone(renders[0]["shard-0"]);
-    const b = structuredClone(renders[0]["shard-1"]);
-    mutate(a, b);
-    const p = checkShards([a, b]);
-    report(
-      `caught: ${name}`,
-      p.some((x) => x.includes(want))
-        ? []
-        : [`not reported (${p.join("; ") || "no problem found"})`],
-    );
-  }
+  breakEach(shardBreaks, [renders[0]["shard-0"], renders[0]["shard-1"]], checkShards);
   {
     const other = structuredClone(good);
     dep(other).spec.replicas = 3;
@@ -760,28 +743,8 @@ if (!args.selftest) {
       "User",
     ],
   ];
-  for (const [name, mutate, want] of unitBreaks) {
-    const u = structuredClone(unit);
-    mutate(u);
-    const p = checkUnit(u);
-    report(
-      `caught: ${name}`,
-      p.some((x) => x.includes(want))
-        ? []
-        : [`not reported (${p.join("; ") || "no problem found"})`],
-    );
-  }
-  for (const [name, mutate, want] of composeBreaks) {
-    const d = structuredClone(compose);
-    mutate(d);
-    const p = checkCompose(d);
-    report(
-      `caught: ${name}`,
-      p.some((x) => x.includes(want))
-        ? []
-        : [`not reported (${p.join("; ") || "no problem found"})`],
-    );
-  }
+  breakEach(unitBreaks, unit, checkUnit);
+  breakEach(composeBreaks, compose, checkCompose);
 }
 console.log(`validate: ${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

@@ -185,11 +185,8 @@ Test(serve_dir, a_directory_and_a_file_together)
     char d[512], other[512];
     make_dir(d, sizeof d, "dir");
     put(th_demo_store(), d, "b.emb");
+    put(demo_f16(), th_tmpdir(), "zeta.emb");
     tmp_path(other, sizeof other, "zeta.emb");
-    size_t len;
-    void *bytes = th_read_file(demo_f16(), &len);
-    th_write_file(other, bytes, len);
-    free(bytes);
     char named[700];
     snprintf(named, sizeof named, "a=%s", other);
     const char *args[] = {d, named, other, NULL};
@@ -211,32 +208,22 @@ Test(serve_dir, start_refuses_empty_dir_named_dir_and_name_collisions)
     put(th_demo_store(), two, "t.emb");
     make_dir(bad, sizeof bad, "bad");
     put(demo_f16(), bad, "no spaces.emb");
-    char args[2048], *log;
-
-    snprintf(args, sizeof args, "'%s'", empty);
-    cr_expect_eq(serve_fails(args, &log), 1);
-    cr_expect(strstr(log, "no *.emb store in the directory"), "%s", log);
-    free(log);
-
-    snprintf(args, sizeof args, "'t=%s'", one);
-    cr_expect_eq(serve_fails(args, &log), 1);
-    cr_expect(strstr(log, "name=DIR"), "%s", log);
-    free(log);
-
-    snprintf(args, sizeof args, "'%s' '%s'", one, two);
-    cr_expect_eq(serve_fails(args, &log), 1);
-    cr_expect(strstr(log, "two stores with the same table name table=t"), "%s", log);
-    free(log);
-
-    snprintf(args, sizeof args, "'%s'", bad);
-    cr_expect_eq(serve_fails(args, &log), 1);
-    cr_expect(strstr(log, "bad table name"), "%s", log);
-    free(log);
-
-    snprintf(args, sizeof args, "'%s/missing'", empty);
-    cr_expect_eq(serve_fails(args, &log), 1);
-    cr_expect(strstr(log, "cannot open store"), "%s", log);
-    free(log);
+    /* The arguments of each refused start, and what its log must say. */
+    char args[5][1100];
+    snprintf(args[0], sizeof args[0], "'%s'", empty);
+    snprintf(args[1], sizeof args[1], "'t=%s'", one);
+    snprintf(args[2], sizeof args[2], "'%s' '%s'", one, two);
+    snprintf(args[3], sizeof args[3], "'%s'", bad);
+    snprintf(args[4], sizeof args[4], "'%s/missing'", empty);
+    const char *says[5] = {"no *.emb store in the directory", "name=DIR",
+                           "two stores with the same table name table=t", "bad table name",
+                           "cannot open store"};
+    for (int i = 0; i < 5; i++) {
+        char *log;
+        cr_expect_eq(serve_fails(args[i], &log), 1, "%s", args[i]);
+        cr_expect(strstr(log, says[i]), "%s: %s", args[i], log);
+        free(log);
+    }
 }
 
 Test(serve_dir, reload_rescans_adds_new_files_keeps_vanished_refuses_collisions)
@@ -244,11 +231,8 @@ Test(serve_dir, reload_rescans_adds_new_files_keeps_vanished_refuses_collisions)
     char d[512], fixed[512], partial[512];
     make_dir(d, sizeof d, "live");
     put(demo_f16(), d, "a.emb");
+    put(demo_f16(), th_tmpdir(), "c.emb");
     tmp_path(fixed, sizeof fixed, "c.emb");
-    size_t len;
-    void *bytes = th_read_file(demo_f16(), &len);
-    th_write_file(fixed, bytes, len);
-    free(bytes);
     const char *args[] = {d, fixed, NULL};
     th_server_start(&srv, args);
     char names[256];
