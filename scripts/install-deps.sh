@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what embd needs to build, test and benchmark, from Debian 12's packages only.
+# Installs what embd needs to build, test and benchmark, from Debian 12's packages only, and
+# any further Debian packages named as arguments (deploy/install-deps.sh names its own).
 # Idempotent and quiet when everything is already there. Run as root (or with sudo on PATH).
 set -euo pipefail
 
@@ -14,6 +15,7 @@ packages=(
 )
 # Node.js runs the OpenAPI contract tests (ajv): Debian's nodejs and npm unless a node exists.
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+packages+=("$@")
 
 missing=()
 for p in "${packages[@]}"; do

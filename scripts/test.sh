@@ -2,10 +2,12 @@
 # The README's second command, and what CI runs (.ci/run): install, build with -Werror, run
 # every test; then again under AddressSanitizer + UndefinedBehaviorSanitizer with the
 # allocation-failure hook (lib/emb_fault.h); then the ThreadSanitizer step; then the format
-# check. Exits non-zero on the first failure.
+# check; then the deployment files and the container image (deploy/). A failed build stops it
+# at once; failed suites are counted and make the exit status non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
+./deploy/install-deps.sh # podman, buildah, runc, debootstrap: the container smoke test
 
 passed=0
 failed=0
@@ -73,6 +75,24 @@ else
   failed=$((failed + 1))
   echo "format check FAILED: run clang-format -i on the files above"
 fi
+
+# Deployment (issue 5): the Kubernetes, Compose and systemd files checked offline, then the
+# image built and run with podman (deploy/README.md). Each step's time is printed.
+deploy_step() { # name command...
+  local name=$1 t0=$SECONDS
+  shift
+  echo "== $name"
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    echo "$name FAILED"
+  fi
+  echo "== $name: $((SECONDS - t0)) s"
+}
+deploy_step "deploy validation (deploy/k8s/validate.sh)" ./deploy/k8s/validate.sh
+deploy_step "shard fan-out recipe (deploy/shards/check.mjs)" node deploy/shards/check.mjs build-ci/embd
+deploy_step "container smoke test (deploy/container-smoke)" ./deploy/container-smoke
 
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

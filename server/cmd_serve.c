@@ -51,13 +51,15 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: embd serve [OPTIONS] STORE...\n\n"
                  "Serves stores over HTTP/JSON (API: GET /openapi.yaml). STORE is path.emb (table\n"
-                 "named by the file stem) or name=path.emb; EMBD_STORES may list them instead.\n"
+                 "named by the file stem), name=path.emb, or a directory (each *.emb in it, named\n"
+                 "by its stem); EMBD_STORES may list them instead.\n"
                  "Every option can also be set by its environment variable; options win.\n\n");
     for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++)
         fprintf(out, "  --%s %s\n      %s\n      env %s, default %s\n", docs[i].name, docs[i].arg,
                 docs[i].help, docs[i].env, docs[i].def);
     fprintf(out, "\nSignals: SIGTERM/SIGINT drain and exit 0 (a second one exits at once);\n"
-                 "SIGHUP re-opens every store (as POST /v1/admin/reload does).\n");
+                 "SIGHUP re-opens every store and adds new files of a directory STORE (as POST\n"
+                 "/v1/admin/reload does).\n");
 }
 
 static int parse_listen(const char *s, srv_config *c)

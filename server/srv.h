@@ -35,7 +35,7 @@ typedef struct srv_config {
     int log_level; /* SRV_LOG_* */
     int access_log;
     double shutdown_delay; /* seconds readiness is 503 before the listener closes */
-    char **stores;         /* STORE arguments: path or name=path */
+    char **stores;         /* STORE arguments: path, name=path or a directory */
     int n_stores;
 } srv_config;
 
@@ -59,12 +59,14 @@ typedef struct srv_table {
     atomic_int refs;
 } srv_table;
 
-/* Opens every configured store. Returns 0, or -1 after logging which store failed. */
+/* Opens every configured store: a STORE that is a directory stands for each `*.emb` file in it
+ * (hidden ones skipped; none is an error). cfg must outlive the tables (reload reads it).
+ * Returns 0, or -1 after logging which store failed (nothing is left open then). */
 int srv_tables_open(const srv_config *cfg);
-/* Re-opens every store path; a store that fails keeps its old mapping. Fills the JSON body of
- * the reload answer (malloc'd) into *report, or NULL when out of memory (the log still names
- * each table's outcome). Returns the number of failures, -1 when nothing could be tried. Any
- * thread. */
+/* Re-opens every store path; a store that fails keeps its old mapping. Scans the directory
+ * STOREs again and adds the tables of new files. Fills the JSON body of the reload answer
+ * (malloc'd) into *report, or NULL when out of memory (the log still names each table's
+ * outcome). Returns the number of failures, -1 when nothing could be tried. Any thread. */
 int srv_tables_reload(char **report, size_t *report_len);
 /* A new reference to the table called name (len bytes), or NULL. Any thread. */
 srv_table *srv_table_get(const char *name, size_t len);
