@@ -219,19 +219,6 @@ static double row0_norm(const char *body)
     return sqrt(s);
 }
 
-/* Lines of the server log that contain what. */
-static int log_count(const char *what)
-{
-    size_t len;
-    char *log = th_read_file(srv.log_path, &len);
-    log[len] = 0; /* th_read_file allocates len + 1 bytes */
-    int n = 0;
-    for (const char *p = strstr(log, what); p; p = strstr(p + 1, what))
-        n++;
-    free(log);
-    return n;
-}
-
 /* ---- the load: threads with their own keep-alive handles ---- */
 
 enum { LOAD_THREADS = 4, LOAD_MAX = 3000 };
@@ -471,12 +458,13 @@ Test(ops, reload_under_load_sighup_admin_and_a_truncated_store)
     th_response_free(&r);
     load_progress(lt, LOAD_THREADS, 100);
     /* The same through SIGHUP: wait (at most 5 s) until the log shows a second refusal. */
-    int before = log_count("reload failed");
+    int before = th_server_log_count(&srv, "reload failed");
     cr_expect_geq(before, 1, "the refused reload is logged");
     cr_assert_eq(kill(srv.pid, SIGHUP), 0);
-    for (int i = 0; i < 250 && log_count("reload failed") <= before; i++)
+    for (int i = 0; i < 250 && th_server_log_count(&srv, "reload failed") <= before; i++)
         sleep_ms(20);
-    cr_expect_gt(log_count("reload failed"), before, "SIGHUP with a truncated store is refused");
+    cr_expect_gt(th_server_log_count(&srv, "reload failed"), before,
+                 "SIGHUP with a truncated store is refused");
     table_state("t", crc, sizeof crc, etag, sizeof etag);
     cr_expect_str_eq(crc, crc2, "still the last good store");
     r = req("GET", "/v1/tables/t/rows/0", NULL, NULL);
@@ -1250,7 +1238,7 @@ Test(ops, reload_with_a_damaged_store_keeps_the_old_table)
         th_write_file(tmp, bad, bad_len);
         free(bad);
         cr_assert_eq(rename(tmp, path), 0);
-        int before = log_count("reload failed");
+        int before = th_server_log_count(&srv, "reload failed");
         th_response r = req("POST", "/v1/admin/reload", NULL, NULL);
         json_t *j = ok_json(&r, damage[i].what);
         json_t *failed = json_object_get(j, "failed");
@@ -1259,7 +1247,8 @@ Test(ops, reload_with_a_damaged_store_keeps_the_old_table)
                   damage[i].what, r.body);
         json_decref(j);
         th_response_free(&r);
-        cr_expect_eq(log_count("reload failed"), before + 1, "%s: logged", damage[i].what);
+        cr_expect_eq(th_server_log_count(&srv, "reload failed"), before + 1, "%s: logged",
+                     damage[i].what);
         char *b = get_body("/v1/tables/f/rows/3");
         cr_expect_str_eq(b, row, "%s: the old table serves", damage[i].what);
         free(b);
@@ -1302,8 +1291,9 @@ Test(ops, store_truncated_in_place_exits_74_naming_the_store)
               s.status);
     th_response_free(&s);
     cr_expect_eq(th_server_stop(&srv, 0), 74, "exit status");
-    cr_expect_eq(log_count("SIGBUS: a store file was truncated"), 1);
-    cr_expect_eq(log_count(path), 2, "the path is in the serving line and the SIGBUS line");
+    cr_expect_eq(th_server_log_count(&srv, "SIGBUS: a store file was truncated"), 1);
+    cr_expect_eq(th_server_log_count(&srv, path), 2,
+                 "the path is in the serving line and the SIGBUS line");
     free(path);
 }
 
@@ -1462,7 +1452,7 @@ static char *padded_gather(size_t len, size_t *out_len)
 Test(ops, max_buffered_bounds_bodies_held_at_once)
 {
     const char *args[] = {"--max-buffered", "300000",        "--max-body",
-                          "250000",        th_demo_store(), NULL};
+                          "250000",         th_demo_store(), NULL};
     th_server_start(&srv, args);
     size_t big_len, small_len;
     char *big = padded_gather(200000, &big_len), *small = padded_gather(40000, &small_len);
