@@ -1,0 +1,266 @@
+/*
+ * fuzz_api.c - request decoding of every endpoint of embd serve: the path router and the Accept
+ * parser of server/http.c, then srv_api_handle (server/api.c) with its jansson decoding, and the
+ * worker job when the request makes one, run inline. libmicrohttpd itself is not fuzzed: the
+ * input stands for what it hands over.
+ *
+ * The input is a request in HTTP/1.1's shape, so seeds read like requests and the dictionary's
+ * members and routes combine:
+ *
+ *     POST /v1/tables/t/search?encoding=base64&dtype=f16
+ *     Content-Type: application/json
+ *     Accept: application/octet-stream
+ *
+ *     {"key": "apple", "k": 5}
+ *
+ * The first line is the method and the target (path, then an optional query whose first
+ * "encoding" and "dtype" values count, undecoded as the server leaves them); header lines up to
+ * an empty line (Content-Type and Accept are used); the rest is the body, NUL bytes included.
+ * Three tables are served, written at start-up into a scratch directory: "t" (dim 8, f16+q1,
+ * keys), "f" (dim 3, f32, no keys, l2) and "q" (dim 130, q1 only, keys, dot).
+ *
+ * Properties: the status is one the contract lists for a decoded request (200, 400, 404, 415,
+ * 422; never 500); JSON answers parse (jansson) and problems carry their status and a known
+ * problem type; a binary gather has its 16-byte header and exactly count x dim values.
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api.h"
+#include "emb_kernels.h"
+#include "fuzz.h"
+#include "http.h"
+#include "metrics.h"
+
+static srv_config cfg;
+static int verbose; /* EMBD_FUZZ_VERBOSE set: print each answer (for reading a reproduction) */
+
+static void write_store(const char *dir, const char *name, uint32_t dim, uint32_t codecs,
+                        emb_metric metric, uint32_t rows, int keys, const char *meta)
+{
+    static const char *const words[] = {"apple", "banana", "cherry", "a/b",   "caf\xc3\xa9",
+                                        "x y",   "%41",    "",       "apple", "\"q\"\\"};
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s.emb", dir, name);
+    emb_writer_opts o = {.dim = dim, .codecs = codecs, .metric = metric, .keys = keys};
+    emb_writer *w;
+    emb_error err = {0};
+    FUZZ_CHECK(emb_writer_open(&w, path, &o, &err) == 0, "writer: %s", err.msg);
+    float *v = malloc(dim * sizeof *v);
+    FUZZ_CHECK(v != NULL, "out of memory");
+    for (uint32_t i = 0; i < rows; i++) {
+        for (uint32_t j = 0; j < dim; j++)
+            v[j] = sinf((float)(i * 7 + j * 3 + 1)) * (float)(1 + i % 3);
+        char key[32];
+        if (i < sizeof words / sizeof words[0])
+            snprintf(key, sizeof key, "%s", words[i]);
+        else
+            snprintf(key, sizeof key, "%s%u", name, i);
+        FUZZ_CHECK(emb_writer_add(w, v, NULL, keys ? key : NULL, keys ? strlen(key) : 0, &err) == 0,
+                   "add: %s", err.msg);
+    }
+    free(v);
+    FUZZ_CHECK(emb_writer_finish(w, meta, meta ? strlen(meta) : 0, &err) == 0, "finish: %s",
+               err.msg);
+    static char *args[8];
+    static int n;
+    char arg[800];
+    snprintf(arg, sizeof arg, "%s=%s", name, path);
+    args[n] = strdup(arg);
+    FUZZ_CHECK(args[n] != NULL, "out of memory");
+    cfg.stores = args;
+    cfg.n_stores = ++n;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    emb_kernels_init(NULL);
+    verbose = getenv("EMBD_FUZZ_VERBOSE") != NULL;
+    json_object_seed(1);
+    srv_log_init(1, SRV_LOG_ERROR);
+    srv_metrics_init(EMB_VERSION_STRING, emb_kernels_get()->name);
+    cfg.max_body = 1u << 20;
+    cfg.max_batch = 32;
+    cfg.max_k = 50;
+    cfg.timeout = 30;
+    const char *dir = fuzz_tmpdir();
+    write_store(dir, "t", 8, EMB_CODEC_F16 | EMB_CODEC_Q1, EMB_METRIC_COS, 40, 1,
+                "{\"oversample_default\": 4, \"source\": {\"format\": \"npy\"}}");
+    write_store(dir, "f", 3, EMB_CODEC_F32, EMB_METRIC_L2, 10, 0, NULL);
+    write_store(dir, "q", 130, EMB_CODEC_Q1, EMB_METRIC_DOT, 6, 1, "[1]");
+    FUZZ_CHECK(srv_tables_open(&cfg) == 0, "cannot open the tables");
+    return 0;
+}
+
+/* Splits off the line at *p (without "\r\n"); returns it NUL-terminated, or NULL at the end. */
+static char *next_line(char **p, char *end)
+{
+    if (*p >= end)
+        return NULL;
+    char *s = *p, *nl = memchr(s, '\n', (size_t)(end - s));
+    char *e = nl ? nl : end;
+    *p = nl ? nl + 1 : end;
+    if (e > s && e[-1] == '\r')
+        e--;
+    *e = 0;
+    return s;
+}
+
+/* The first value of name in the query string q ("a=1&b=2"), or NULL; q is split in place, so
+ * call this once per query with every name wanted. */
+static void query_args(char *q, const char **encoding, const char **dtype)
+{
+    while (q && *q) {
+        char *amp = strchr(q, '&');
+        if (amp)
+            *amp = 0;
+        char *eq = strchr(q, '=');
+        if (eq) {
+            *eq = 0;
+            if (!strcmp(q, "encoding") && !*encoding)
+                *encoding = eq + 1;
+            else if (!strcmp(q, "dtype") && !*dtype)
+                *dtype = eq + 1;
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+}
+
+static void check_reply(const srv_reply *r, uint32_t gather_dim)
+{
+    unsigned st = r->status;
+    if (verbose)
+        fprintf(stderr, "-> %u %s: %.*s\n", st, r->content_type ? r->content_type : "(none)",
+                (int)(r->len > 300 ? 300 : r->len), r->body ? r->body : "");
+    FUZZ_CHECK(st == 200 || st == 400 || st == 404 || st == 415 || st == 422, "status %u: %.*s", st,
+               (int)(r->len > 400 ? 400 : r->len), r->body ? r->body : "");
+    FUZZ_CHECK(r->content_type && r->body && r->len > 0, "status %u without a body", st);
+    if (!strcmp(r->content_type, "application/octet-stream")) {
+        FUZZ_CHECK(r->len >= 16 && !memcmp(r->body, "EMBG", 4), "binary gather header");
+        uint32_t hdr[3];
+        memcpy(hdr, r->body + 4, sizeof hdr);
+        FUZZ_CHECK(hdr[1] == gather_dim && hdr[2] <= 1, "binary gather dim %u dtype %u", hdr[1],
+                   hdr[2]);
+        FUZZ_CHECK(r->len == 16 + (size_t)hdr[0] * hdr[1] * (hdr[2] ? 2 : 4),
+                   "binary gather of %zu bytes for %u rows", r->len, hdr[0]);
+        return;
+    }
+    int problem = !strcmp(r->content_type, "application/problem+json");
+    if (!problem && strcmp(r->content_type, "application/json"))
+        return; /* the spec (yaml) and metrics (text) */
+    json_error_t e;
+    json_t *j = json_loadb(r->body, r->len, 0, &e);
+    FUZZ_CHECK(j != NULL, "status %u: invalid JSON (%s): %.*s", st, e.text,
+               (int)(r->len > 400 ? 400 : r->len), r->body);
+    FUZZ_CHECK(json_is_object(j), "status %u: the answer is not an object", st);
+    FUZZ_CHECK(problem == (st != 200), "status %u with content type %s", st, r->content_type);
+    if (problem) {
+        json_t *status = json_object_get(j, "status"), *type = json_object_get(j, "type"),
+               *title = json_object_get(j, "title");
+        FUZZ_CHECK(json_is_integer(status) && json_integer_value(status) == st,
+                   "problem status differs from %u", st);
+        FUZZ_CHECK(json_is_string(type) &&
+                       !strncmp(json_string_value(type), "urn:embd:problem:", 17),
+                   "problem type");
+        FUZZ_CHECK(json_is_string(title) && strcmp(json_string_value(title), "Error"),
+                   "problem type %s has no title: not a type the contract lists",
+                   json_string_value(type));
+    }
+    json_decref(j);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *buf = malloc(size + 1);
+    FUZZ_CHECK(buf != NULL, "out of memory");
+    memcpy(buf, data, size);
+    buf[size] = 0;
+    char *p = buf, *end = buf + size;
+    char *line = next_line(&p, end);
+    if (!line) {
+        free(buf);
+        return 0;
+    }
+    char *sp = strchr(line, ' ');
+    const char *method = line, *target = "/";
+    if (sp) {
+        *sp = 0;
+        target = sp + 1;
+    }
+    const char *content_type = NULL, *accept = NULL;
+    while ((line = next_line(&p, end)) && *line) {
+        char *colon = strchr(line, ':');
+        if (!colon)
+            continue;
+        *colon = 0;
+        char *v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (!strcasecmp(line, "Content-Type"))
+            content_type = v;
+        else if (!strcasecmp(line, "Accept"))
+            accept = v;
+    }
+    /* The path in its own exact-size buffer, so ASan sees any read past it. */
+    size_t plen = strcspn(target, "?");
+    char *path = malloc(plen + 1);
+    FUZZ_CHECK(path != NULL, "out of memory");
+    memcpy(path, target, plen);
+    path[plen] = 0;
+    srv_api_request q = {0};
+    if (target[plen] == '?')
+        query_args((char *)target + plen + 1, &q.encoding, &q.dtype);
+    srv_route route = SRV_ROUTE_OTHER;
+    if (srv_http_route(path, &route, &q) != 0)
+        goto out; /* 400 bad-framing in http.c */
+    q.route = route;
+    q.method = method;
+    q.content_type = content_type;
+    q.accept_binary = srv_http_accepts_binary(accept);
+    q.body = p < end ? p : "";
+    q.body_len = p < end ? (size_t)(end - p) : 0;
+
+    uint32_t dim = 0;
+    if (q.table) {
+        srv_table *t = srv_table_get(q.table, q.table_len);
+        if (t) {
+            dim = t->store->dim;
+            srv_table_put(t);
+        }
+    }
+    srv_reply reply = {0};
+    srv_api_job *job = NULL;
+    int rc = srv_api_handle(&cfg, &q, &reply, &job);
+    if (rc == 0) {
+        FUZZ_CHECK(job == NULL, "a reply and a job");
+        check_reply(&reply, dim);
+        srv_reply_free(&reply);
+    } else {
+        FUZZ_CHECK(rc == 1 && job != NULL, "srv_api_handle returned %d", rc);
+        srv_job *done = NULL;
+        if (job->n_parts) {
+            for (uint32_t i = 0; i < job->n_parts; i++) {
+                srv_job *d = job->parts[i]->run(job->parts[i]);
+                FUZZ_CHECK(!d || d == &job->base, "a part handed back another job");
+                if (d)
+                    done = d;
+            }
+        } else {
+            done = job->base.run(&job->base);
+        }
+        FUZZ_CHECK(done == &job->base, "the job was not handed back");
+        check_reply(&job->reply, dim);
+        srv_api_job_free(job);
+        srv_api_thread_exit();
+    }
+out:
+    free(path);
+    free(buf);
+    return 0;
+}
