@@ -153,6 +153,13 @@ w2v = b"4 8\n" + b"".join(w.encode() + b" " + r.tobytes() for w, r in zip(words,
 save("word2vec", "gensim_no_newlines.bin", w2v)
 PY
 
+# ---- detection: one file of each reader's kind (the fuzzed path has no extension) ----
+mkdir -p "$corpus/detect"
+for f in npy/f32_4x8.npy safetensors/f32.safetensors gguf/f32_tokens_v3.gguf \
+  word2vec/original_newlines.bin word2vec_text/demo4x8.vec glove/demo4x8.txt fvecs/4x8.fvecs; do
+  cp "$corpus/$f" "$corpus/detect/"
+done
+
 # ---- numbers, floats, requests ----
 mkdir -p "$corpus"/{parse_float,float,api}
 printf '1.5 -0 0.1 1e-45 3.4028235e38 3.4028236e38 1e39 nan -Infinity inf +7 .5 5. 1e 1e+ 0x1p3' \

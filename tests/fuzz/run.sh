@@ -18,7 +18,7 @@ seconds=${FUZZ_SECONDS:-40}
 timeout_s=${FUZZ_TIMEOUT:-10}
 rss_mb=${FUZZ_RSS_MB:-2048}
 build=${FUZZ_BUILD:-build-fuzz}
-all=(store keys npy safetensors gguf word2vec word2vec_text glove fvecs parse_float float api)
+all=(store keys npy safetensors gguf word2vec word2vec_text glove fvecs detect parse_float float api)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
