@@ -11,6 +11,7 @@
  * written; the store verifies; the writer's duplicate count is the number of keys seen before;
  * a lookup finds a string exactly when it is a key, and then at the first row holding it.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "emb.h"
@@ -23,20 +24,41 @@
 typedef struct key {
     const char *p;
     size_t len;
+    uint64_t row; /* the row it was written to */
 } key;
 
-/* The first of n keys equal to [p, p + len), or UINT64_MAX. */
-static uint64_t first_index(const key *keys, size_t n, const char *p, size_t len)
+/* Orders keys by length, then bytes, then row: equal keys sit together, first row first. */
+static int key_cmp(const void *a, const void *b)
 {
-    for (size_t i = 0; i < n; i++)
-        if (keys[i].len == len && !memcmp(keys[i].p, p, len))
-            return i;
+    const key *x = a, *y = b;
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
+    int c = memcmp(x->p, y->p, x->len);
+    if (c)
+        return c;
+    return x->row < y->row ? -1 : x->row > y->row;
+}
+
+/* The first row holding [p, p + len) among n keys sorted by key_cmp, or UINT64_MAX. */
+static uint64_t first_index(const key *sorted, size_t n, const char *p, size_t len)
+{
+    size_t lo = 0, hi = n;
+    key probe = {p, len, 0};
+    while (lo < hi) { /* the first position not below probe */
+        size_t mid = lo + (hi - lo) / 2;
+        if (key_cmp(&sorted[mid], &probe) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < n && sorted[lo].len == len && !memcmp(sorted[lo].p, p, len))
+        return sorted[lo].row;
     return UINT64_MAX;
 }
 
-static void check_lookup(const emb_store *s, const key *keys, size_t n, const char *p, size_t len)
+static void check_lookup(const emb_store *s, const key *sorted, size_t n, const char *p, size_t len)
 {
-    uint64_t id = UINT64_MAX, want = first_index(keys, n, p, len);
+    uint64_t id = UINT64_MAX, want = first_index(sorted, n, p, len);
     int rc = emb_store_find(s, p, len, &id);
     if (want == UINT64_MAX) {
         FUZZ_CHECK(rc == EMB_ENOTFOUND, "a string that is no key: find %d (row %llu)", rc,
@@ -70,6 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *e = nl ? nl : end;
         keys[n].p = p;
         keys[n].len = (size_t)(e - p);
+        keys[n].row = n;
         n++;
         p = nl ? nl + 1 : end;
     }
@@ -80,9 +103,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     emb_writer *w = NULL;
     emb_error err = {0};
     FUZZ_CHECK(emb_writer_open(&w, path, &o, &err) == 0, "writer: %s", err.msg);
-    key kept[MAX_KEYS];
+    key kept[MAX_KEYS], sorted[MAX_KEYS];
     size_t m = 0;
-    uint64_t dups = 0;
     for (size_t i = 0; i < n; i++) {
         float v[DIM] = {(float)(i + 1), -(float)(i % 3), 0.5f, (float)(i % 2)};
         int rc = emb_writer_add(w, v, NULL, keys[i].p, keys[i].len, &err);
@@ -91,13 +113,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             continue;
         }
         FUZZ_CHECK(rc == 0, "add key %zu: %s", i, err.msg);
-        dups += first_index(kept, m, keys[i].p, keys[i].len) != UINT64_MAX;
-        kept[m++] = keys[i];
+        kept[m] = keys[i];
+        kept[m].row = m;
+        m++;
     }
     if (m == 0) {
         emb_writer_abort(w);
         return 0;
     }
+    memcpy(sorted, kept, m * sizeof *kept);
+    qsort(sorted, m, sizeof *sorted, key_cmp);
+    uint64_t dups = 0; /* keys equal to the one before them in sorted order */
+    for (size_t i = 1; i < m; i++)
+        dups += sorted[i].len == sorted[i - 1].len &&
+                !memcmp(sorted[i].p, sorted[i - 1].p, sorted[i].len);
     FUZZ_CHECK(emb_writer_index_keys(w, &err) == 0, "index: %s", err.msg);
     FUZZ_CHECK(emb_writer_duplicate_keys(w) == dups, "writer counts %llu duplicates, not %llu",
                (unsigned long long)emb_writer_duplicate_keys(w), (unsigned long long)dups);
@@ -115,12 +144,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(emb_store_key(s, i, &k, &len) == 0 && len == kept[i].len &&
                        !memcmp(k, kept[i].p, len),
                    "row %zu does not hold its key", i);
-        check_lookup(s, kept, m, kept[i].p, kept[i].len);
+        check_lookup(s, sorted, m, kept[i].p, kept[i].len);
         memcpy(probe, kept[i].p, kept[i].len);
         probe[kept[i].len] = (char)(kept[(i + 1) % m].len ? kept[(i + 1) % m].p[0] : 'x');
-        check_lookup(s, kept, m, probe, kept[i].len + 1);
+        check_lookup(s, sorted, m, probe, kept[i].len + 1);
         if (kept[i].len)
-            check_lookup(s, kept, m, kept[i].p, kept[i].len - 1);
+            check_lookup(s, sorted, m, kept[i].p, kept[i].len - 1);
     }
     emb_store_close(s);
     return 0;
