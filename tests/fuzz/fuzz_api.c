@@ -21,8 +21,10 @@
  *
  * Properties: the status is one the contract lists for a decoded request (200, 400, 404, 415,
  * 422; never 500); JSON answers parse (jansson) and problems carry their status and a known
- * problem type; a binary gather has its 16-byte header and exactly count x dim values.
+ * problem type; a binary gather has its 16-byte header and exactly count x dim values; search
+ * hits are distinct, and their scores match the metric recomputed here (check_scores).
  */
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -132,6 +134,34 @@ static void query_args(char *q, const char **encoding, const char **dtype)
     }
 }
 
+/* The hits of a search answer: ids distinct per list; a cosine is a number in [-1, 1] (with
+ * rounding room), an l2 distance a number >= 0 or null, a dot product a number or null (null
+ * only when it overflows float32, as the contract says). */
+static void check_hits(json_t *hits, const char *metric)
+{
+    FUZZ_CHECK(json_is_array(hits), "hits are not an array");
+    size_t i;
+    json_t *h;
+    json_array_foreach(hits, i, h)
+    {
+        json_t *score = json_object_get(h, "score");
+        if (!strcmp(metric, "cos"))
+            FUZZ_CHECK(json_is_number(score) && fabs(json_number_value(score)) <= 1.001,
+                       "cosine score %s is not in [-1, 1]",
+                       json_is_number(score) ? "out of range" : "not a number");
+        else if (!strcmp(metric, "l2"))
+            FUZZ_CHECK(json_is_null(score) ||
+                           (json_is_number(score) && json_number_value(score) >= 0),
+                       "l2 distance below 0 or not a number");
+        else
+            FUZZ_CHECK(json_is_null(score) || json_is_number(score), "dot score not a number");
+        for (size_t k = 0; k < i; k++)
+            FUZZ_CHECK(!json_equal(json_object_get(json_array_get(hits, k), "id"),
+                                   json_object_get(h, "id")),
+                       "an id appears twice among the hits");
+    }
+}
+
 static void check_reply(const srv_reply *r, uint32_t gather_dim)
 {
     unsigned st = r->status;
@@ -172,7 +202,110 @@ static void check_reply(const srv_reply *r, uint32_t gather_dim)
                    "problem type %s has no title: not a type the contract lists",
                    json_string_value(type));
     }
+    json_t *results = json_object_get(j, "results"), *metric = json_object_get(j, "metric");
+    if (!problem && results) {
+        FUZZ_CHECK(json_is_array(results) && json_is_string(metric), "search answer shape");
+        json_t *first = json_array_get(results, 0);
+        if (first && json_is_array(first)) { /* a batch: one list per query */
+            size_t i;
+            json_t *list;
+            json_array_foreach(results, i, list) check_hits(list, json_string_value(metric));
+        } else {
+            check_hits(results, json_string_value(metric));
+        }
+    }
     json_decref(j);
+}
+
+/* Checks each hit's score against the metric computed here in double precision from the
+ * query as the server read it ((float) of each JSON number) and the row as served
+ * (emb_store_row): a cosine within 1e-3 always (it is bounded, whatever the magnitudes); a dot
+ * product within 1e-4 x |q| |r| whenever no float32 partial sum can overflow (sum |q_j r_j| <
+ * FLT_MAX / 2), where null is allowed; an l2 distance whose square is within 1e-4 x (|q|^2 +
+ * |r|^2) whenever |q|^2 + |r|^2 < FLT_MAX / 2. hits is one list, query its dim floats. */
+static void check_scores(const emb_store *s, json_t *hits, const char *metric, const float *query)
+{
+    float *row = malloc((size_t)s->dim * sizeof *row);
+    FUZZ_CHECK(row != NULL, "out of memory");
+    size_t i;
+    json_t *h;
+    json_array_foreach(hits, i, h)
+    {
+        json_t *idj = json_object_get(h, "id"), *score = json_object_get(h, "score");
+        FUZZ_CHECK(json_is_integer(idj) &&
+                       emb_store_row(s, (uint64_t)json_integer_value(idj), row) == 0,
+                   "hit id is not a row");
+        double dot = 0, qn2 = 0, rn2 = 0, d2 = 0, abs_dot = 0;
+        for (uint32_t j = 0; j < s->dim; j++) {
+            dot += (double)query[j] * row[j];
+            abs_dot += fabs((double)query[j] * row[j]);
+            qn2 += (double)query[j] * query[j];
+            rn2 += (double)row[j] * row[j];
+            d2 += ((double)query[j] - row[j]) * ((double)query[j] - row[j]);
+        }
+        double got = json_is_number(score) ? json_number_value(score) : NAN;
+        if (!strcmp(metric, "cos")) {
+            double want = qn2 > 0 && rn2 > 0 ? dot / sqrt(qn2) / sqrt(rn2) : 0;
+            FUZZ_CHECK(fabs(got - want) <= 1e-3, "row %lld: cosine %g, computed %g",
+                       (long long)json_integer_value(idj), got, want);
+        } else if (!strcmp(metric, "dot")) {
+            if (abs_dot < FLT_MAX * 0.5) /* float32 partial sums cannot overflow */
+                FUZZ_CHECK(fabs(got - dot) <= 1e-4 * sqrt(qn2) * sqrt(rn2) + 1e-6,
+                           "row %lld: dot %g, computed %g", (long long)json_integer_value(idj), got,
+                           dot);
+        } else if (qn2 + rn2 < FLT_MAX * 0.5) {
+            FUZZ_CHECK(fabs(got * got - d2) <= 1e-4 * (qn2 + rn2) + 1e-6,
+                       "row %lld: l2 %g, computed %g", (long long)json_integer_value(idj), got,
+                       sqrt(d2));
+        }
+    }
+    free(row);
+}
+
+/* For a 200 search answer to a query given as JSON numbers ("vector" or "vectors"), or by "id" or
+ * "key" (the query is that row), checks the scores (check_scores). Queries by ids, keys (pooled) or
+ * base64 are checked for shape only. */
+static void check_search_scores(const srv_api_request *q, const srv_reply *r)
+{
+    if (r->status != 200 || q->route != SRV_ROUTE_SEARCH)
+        return;
+    json_t *req = json_loadb(q->body, q->body_len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *ans = json_loadb(r->body, r->len, 0, NULL);
+    srv_table *t = srv_table_get(q->table, q->table_len);
+    FUZZ_CHECK(req && ans && t, "a 200 search without its request, answer or table");
+    const emb_store *s = t->store;
+    json_t *enc = json_object_get(req, "encoding");
+    json_t *one = json_object_get(req, "vector"), *many = json_object_get(req, "vectors");
+    const char *metric = json_string_value(json_object_get(ans, "metric"));
+    json_t *results = json_object_get(ans, "results");
+    float *query = malloc((size_t)s->dim * sizeof *query);
+    FUZZ_CHECK(query != NULL, "out of memory");
+    json_t *idq = json_object_get(req, "id"), *keyq = json_object_get(req, "key");
+    uint64_t self = UINT64_MAX;
+    if (json_is_integer(idq))
+        self = (uint64_t)json_integer_value(idq);
+    else if (json_is_string(keyq))
+        FUZZ_CHECK(emb_store_find(s, json_string_value(keyq), json_string_length(keyq), &self) == 0,
+                   "a 200 search by a key the table does not find");
+    if (self != UINT64_MAX) { /* the query is that row */
+        FUZZ_CHECK(emb_store_row(s, self, query) == 0, "a 200 search by row %llu of %llu",
+                   (unsigned long long)self, (unsigned long long)s->rows);
+        check_scores(s, results, metric, query);
+        one = many = NULL;
+    }
+    int numbers = !enc || (json_is_string(enc) && !strcmp(json_string_value(enc), "json"));
+    for (size_t n = 0; numbers; n++) {
+        json_t *v = one ? (n ? NULL : one) : json_array_get(many, n);
+        if (!json_is_array(v))
+            break;
+        for (uint32_t j = 0; j < s->dim; j++)
+            query[j] = (float)json_number_value(json_array_get(v, j));
+        check_scores(s, one ? results : json_array_get(results, n), metric, query);
+    }
+    free(query);
+    srv_table_put(t);
+    json_decref(req);
+    json_decref(ans);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -256,6 +389,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         FUZZ_CHECK(done == &job->base, "the job was not handed back");
         check_reply(&job->reply, dim);
+        check_search_scores(&q, &job->reply);
         srv_api_job_free(job);
         srv_api_thread_exit();
     }

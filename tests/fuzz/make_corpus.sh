@@ -221,6 +221,10 @@ req search_key POST /v1/tables/t/search "$json" -- '{"key": "apple", "k": 5}'
 req search_id_exact POST /v1/tables/f/search "$json" -- \
   '{"id": 2, "k": 3, "exact": true, "metric": "dot", "exclude_ids": [0, 1]}'
 req search_vector POST /v1/tables/f/search "$json" -- '{"vector": [0.5, -1, 2e3], "k": 2}'
+req search_vector_cos POST /v1/tables/t/search "$json" -- \
+  '{"vector": [0.5, -1, 2, 0, 1e-3, 7, -2.5, 1], "k": 4, "metric": "cos"}'
+req search_vector_dot_exact POST /v1/tables/t/search "$json" -- \
+  '{"vector": [1, 1, 1, 1, -1, -1, -1, -1], "k": 3, "metric": "dot", "exact": true}'
 req search_b64 POST /v1/tables/f/search "$json" -- \
   '{"vector": "AAAAPwAAgL8AAPpE", "encoding": "base64", "include_vectors": true}'
 req search_batch POST /v1/tables/q/search "$json" -- \
