@@ -225,6 +225,8 @@ req search_vector_cos POST /v1/tables/t/search "$json" -- \
   '{"vector": [0.5, -1, 2, 0, 1e-3, 7, -2.5, 1], "k": 4, "metric": "cos"}'
 req search_vector_dot_exact POST /v1/tables/t/search "$json" -- \
   '{"vector": [1, 1, 1, 1, -1, -1, -1, -1], "k": 3, "metric": "dot", "exact": true}'
+req search_dot_overflow POST /v1/tables/f/search "$json" -- \
+  '{"vector": [3e38, 3e38, -3e38], "k": 3, "metric": "dot"}'
 req search_b64 POST /v1/tables/f/search "$json" -- \
   '{"vector": "AAAAPwAAgL8AAPpE", "encoding": "base64", "include_vectors": true}'
 req search_batch POST /v1/tables/q/search "$json" -- \

@@ -7,14 +7,14 @@
 # directory and dropped: the committed corpus changes only through make_corpus.sh or by hand.
 #
 # usage: tests/fuzz/run.sh [TARGET...]        (default: every target)
-# env:   FUZZ_SECONDS   seconds per target (default 40)
+# env:   FUZZ_SECONDS   seconds per target (default 35)
 #        FUZZ_TIMEOUT   seconds one input may take before it counts as a hang (default 10)
 #        FUZZ_RSS_MB    memory limit per target in MiB (default 2048)
 #        FUZZ_BUILD     build directory (default build-fuzz)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
-seconds=${FUZZ_SECONDS:-40}
+seconds=${FUZZ_SECONDS:-35}
 timeout_s=${FUZZ_TIMEOUT:-10}
 rss_mb=${FUZZ_RSS_MB:-2048}
 build=${FUZZ_BUILD:-build-fuzz}
