@@ -22,7 +22,8 @@
  * Properties: the status is one the contract lists for a decoded request (200, 400, 404, 415,
  * 422; never 500); JSON answers parse (jansson) and problems carry their status and a known
  * problem type; a binary gather has its 16-byte header and exactly count x dim values; search
- * hits are distinct, and their scores match the metric recomputed here (check_scores).
+ * hits are distinct, and their scores match the metric recomputed here (check_scores); rows,
+ * keys and gathered or pooled vectors are the table's (check_values).
  */
 #include <float.h>
 #include <jansson.h>
@@ -36,6 +37,7 @@
 #include "emb_kernels.h"
 #include "fuzz.h"
 #include "http.h"
+#include "jsonw.h"
 #include "metrics.h"
 
 static srv_config cfg;
@@ -308,6 +310,220 @@ static void check_search_scores(const srv_api_request *q, const srv_reply *r)
     json_decref(ans);
 }
 
+/* Checks a served vector v against want[dim]: JSON numbers that read back to exactly want, or
+ * base64 of want's f32 bytes or of its f16 conversion. With tol > 0 (pooled vectors, summed in
+ * another order) each value may differ from want by tol x scale[j] instead. */
+static void check_vector(json_t *v, const float *want, uint32_t dim, int b64, int f16, double tol,
+                         const double *scale)
+{
+    float *got = malloc((size_t)dim * sizeof *got);
+    uint16_t *h = malloc((size_t)dim * 2 + 4 * (size_t)dim + 8);
+    FUZZ_CHECK(got && h, "out of memory");
+    if (!b64) {
+        FUZZ_CHECK(json_is_array(v) && json_array_size(v) == dim, "a vector is not %u numbers",
+                   dim);
+        for (uint32_t j = 0; j < dim; j++) {
+            json_t *x = json_array_get(v, j);
+            FUZZ_CHECK(json_is_number(x), "vector value %u is not a number", j);
+            got[j] = (float)json_number_value(x);
+        }
+    } else {
+        FUZZ_CHECK(json_is_string(v), "a base64 vector is not a string");
+        size_t len = json_string_length(v), esz = f16 ? 2 : 4;
+        uint8_t *bytes = malloc(len / 4 * 3 + 4);
+        FUZZ_CHECK(bytes != NULL, "out of memory");
+        long n = srv_base64_decode(json_string_value(v), len, bytes);
+        FUZZ_CHECK(n == (long)(dim * esz), "base64 vector of %ld bytes, not %zu", n, dim * esz);
+        if (f16)
+            emb_kernels_get()->f16_to_f32((const uint16_t *)bytes, got, dim);
+        else
+            memcpy(got, bytes, (size_t)dim * 4);
+        free(bytes);
+    }
+    if (f16 && tol == 0) { /* the served f16 text is the f16 of the row */
+        float *w16 = (float *)(h + dim + (dim & 1));
+        emb_kernels_get()->f32_to_f16(want, h, dim);
+        emb_kernels_get()->f16_to_f32(h, w16, dim);
+        for (uint32_t j = 0; j < dim; j++)
+            FUZZ_CHECK(got[j] == w16[j], "f16 value %u: %g, want %g", j, got[j], w16[j]);
+    } else {
+        for (uint32_t j = 0; j < dim; j++) {
+            double slack = tol * (scale ? scale[j] : 0) + (f16 ? fabs(want[j]) * 1e-3 + 1e-7 : 0);
+            /* The contract: a value beyond float16's range is an infinity in f16 output. */
+            if (f16 && fabs(want[j]) > 65000 && isinf(got[j]) && (got[j] > 0) == (want[j] > 0))
+                continue;
+            FUZZ_CHECK(fabs((double)got[j] - want[j]) <= slack, "value %u: %.9g, want %.9g", j,
+                       got[j], want[j]);
+        }
+    }
+    free(h);
+    free(got);
+}
+
+/* The row a reference names (an integer id, or a key looked up), or UINT64_MAX when the table
+ * has no such row. */
+static uint64_t resolve(const emb_store *s, json_t *ref)
+{
+    uint64_t id;
+    if (json_is_integer(ref))
+        return (uint64_t)json_integer_value(ref) < s->rows ? (uint64_t)json_integer_value(ref)
+                                                           : UINT64_MAX;
+    if (json_is_string(ref) &&
+        emb_store_find(s, json_string_value(ref), json_string_length(ref), &id) == 0)
+        return id;
+    return UINT64_MAX;
+}
+
+/* GET rows/{id} and keys/{key}: the id, the key and the vector served are the row's. */
+static void check_row(const srv_api_request *q, const emb_store *s, json_t *ans)
+{
+    int b64 = q->encoding && !strcmp(q->encoding, "base64");
+    int f16 = b64 && q->dtype && !strcmp(q->dtype, "f16");
+    json_t *idj = json_object_get(ans, "id");
+    FUZZ_CHECK(json_is_integer(idj), "a row answer without an id");
+    uint64_t id = (uint64_t)json_integer_value(idj), found;
+    if (q->route == SRV_ROUTE_ROW) { /* decimal digits, leading zeros allowed */
+        uint64_t asked = 0;
+        for (size_t i = 0; i < q->item_len; i++) {
+            FUZZ_CHECK(q->item[i] >= '0' && q->item[i] <= '9', "row '%.*s' answered 200",
+                       (int)q->item_len, q->item);
+            asked = asked * 10 + (uint64_t)(q->item[i] - '0');
+        }
+        FUZZ_CHECK(asked == id, "asked for row '%.*s', got %llu", (int)q->item_len, q->item,
+                   (unsigned long long)id);
+    } else {
+        FUZZ_CHECK(emb_store_find(s, q->item, q->item_len, &found) == 0 && found == id,
+                   "the key's row is not %llu", (unsigned long long)id);
+    }
+    const char *k;
+    size_t klen;
+    json_t *key = json_object_get(ans, "key");
+    if (emb_store_key(s, id, &k, &klen) == 0)
+        FUZZ_CHECK(json_is_string(key) && json_string_length(key) == klen &&
+                       !memcmp(json_string_value(key), k, klen),
+                   "row %llu is served with another key", (unsigned long long)id);
+    else
+        FUZZ_CHECK(json_is_null(key), "a key for a row without one");
+    float *row = malloc((size_t)s->dim * sizeof *row);
+    FUZZ_CHECK(row && emb_store_row(s, id, row) == 0, "row %llu", (unsigned long long)id);
+    check_vector(json_object_get(ans, "vector"), row, s->dim, b64, f16, 0, NULL);
+    free(row);
+}
+
+/* POST gather: each position holds its row (or null when missing, listed in "missing"); a
+ * pooled vector is the (weighted) sum or mean of the rows found; the binary form holds the same
+ * values after its header, zeros where a row is missing. */
+static void check_gather(const emb_store *s, json_t *req, const srv_reply *r, json_t *ans)
+{
+    json_t *refs = json_object_get(req, "ids");
+    if (!refs)
+        refs = json_object_get(req, "keys");
+    const char *pool = json_string_value(json_object_get(req, "pool"));
+    const char *enc = json_string_value(json_object_get(req, "encoding"));
+    const char *dtype = json_string_value(json_object_get(req, "dtype"));
+    json_t *weights = json_object_get(req, "weights");
+    int b64 = enc && !strcmp(enc, "base64"), f16 = b64 && dtype && !strcmp(dtype, "f16");
+    int binary = !strcmp(r->content_type, "application/octet-stream");
+    size_t n = json_array_size(refs), found = 0, missing = 0;
+    uint32_t dim = s->dim;
+    float *row = malloc((size_t)dim * sizeof *row), *want = malloc((size_t)dim * sizeof *want);
+    double *acc = calloc(dim, sizeof *acc), *scale = calloc(dim, sizeof *scale), wsum = 0;
+    FUZZ_CHECK(row && want && acc && scale, "out of memory");
+    json_t *vectors = json_object_get(ans, "vectors"), *miss = json_object_get(ans, "missing");
+    if (!binary && !pool)
+        FUZZ_CHECK(json_array_size(vectors) == n, "%zu vectors for %zu references",
+                   json_array_size(vectors), n);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t id = resolve(s, json_array_get(refs, i));
+        if (id == UINT64_MAX) {
+            if (!binary)
+                FUZZ_CHECK(json_integer_value(json_array_get(miss, missing)) == (json_int_t)i,
+                           "position %zu is missing but not listed", i);
+            missing++;
+            if (!binary && !pool)
+                FUZZ_CHECK(json_is_null(json_array_get(vectors, i)), "missing %zu not null", i);
+            continue;
+        }
+        FUZZ_CHECK(emb_store_row(s, id, row) == 0, "row %llu", (unsigned long long)id);
+        found++;
+        double w = weights ? (float)json_number_value(json_array_get(weights, i)) : 1.0;
+        wsum += w;
+        for (uint32_t j = 0; j < dim; j++) {
+            acc[j] += w * row[j];
+            scale[j] += fabs(w * row[j]);
+        }
+        if (!pool && !binary)
+            check_vector(json_array_get(vectors, i), row, dim, b64, f16, 0, NULL);
+        if (!pool && binary) {
+            const char *at = r->body + 16 + i * dim * (f16 ? 2 : 4);
+            if (f16) {
+                uint16_t *h = malloc((size_t)dim * 2);
+                FUZZ_CHECK(h != NULL, "out of memory");
+                emb_kernels_get()->f32_to_f16(row, h, dim);
+                FUZZ_CHECK(!memcmp(at, h, (size_t)dim * 2), "binary f16 row %zu differs", i);
+                free(h);
+            } else {
+                FUZZ_CHECK(!memcmp(at, row, (size_t)dim * 4), "binary row %zu differs", i);
+            }
+        }
+    }
+    if (!binary)
+        FUZZ_CHECK(json_array_size(miss) == missing, "%zu missing listed, %zu missing",
+                   json_array_size(miss), missing);
+    if (pool && found) {
+        int mean = !strcmp(pool, "mean");
+        for (uint32_t j = 0; j < dim; j++) {
+            want[j] = (float)(mean ? acc[j] / wsum : acc[j]);
+            if (mean)
+                scale[j] /= fabs(wsum);
+        }
+        if (binary) {
+            json_t *arr = json_array();
+            for (uint32_t j = 0; j < dim; j++) {
+                float v;
+                if (f16)
+                    emb_kernels_get()->f16_to_f32((const uint16_t *)(r->body + 16 + 2 * j), &v, 1);
+                else
+                    memcpy(&v, r->body + 16 + 4 * j, 4);
+                json_array_append_new(arr, json_real(v));
+            }
+            check_vector(arr, want, dim, 0, f16, 1e-6, scale);
+            json_decref(arr);
+        } else {
+            check_vector(json_object_get(ans, "vector"), want, dim, b64, f16, 1e-6, scale);
+        }
+    } else if (pool && !binary) {
+        FUZZ_CHECK(json_is_null(json_object_get(ans, "vector")), "a pool of no rows not null");
+    }
+    free(row);
+    free(want);
+    free(acc);
+    free(scale);
+}
+
+/* Checks the values of 200 answers to row, key and gather requests against the table. */
+static void check_values(const srv_api_request *q, const srv_reply *r)
+{
+    if (r->status != 200 ||
+        (q->route != SRV_ROUTE_ROW && q->route != SRV_ROUTE_KEY && q->route != SRV_ROUTE_GATHER))
+        return;
+    srv_table *t = srv_table_get(q->table, q->table_len);
+    FUZZ_CHECK(t != NULL, "a 200 answer from no table");
+    int binary = !strcmp(r->content_type, "application/octet-stream");
+    json_t *ans = binary ? json_object() : json_loadb(r->body, r->len, 0, NULL);
+    FUZZ_CHECK(ans != NULL, "a 200 answer that is not JSON");
+    if (q->route == SRV_ROUTE_GATHER) {
+        json_t *req = json_loadb(q->body, q->body_len, JSON_REJECT_DUPLICATES, NULL);
+        FUZZ_CHECK(req != NULL, "a 200 gather without a request");
+        check_gather(t->store, req, r, ans);
+        json_decref(req);
+    } else {
+        check_row(q, t->store, ans);
+    }
+    json_decref(ans);
+    srv_table_put(t);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *buf = malloc(size + 1);
@@ -373,6 +589,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == 0) {
         FUZZ_CHECK(job == NULL, "a reply and a job");
         check_reply(&reply, dim);
+        check_values(&q, &reply);
         srv_reply_free(&reply);
     } else {
         FUZZ_CHECK(rc == 1 && job != NULL, "srv_api_handle returned %d", rc);
@@ -389,6 +606,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         FUZZ_CHECK(done == &job->base, "the job was not handed back");
         check_reply(&job->reply, dim);
+        check_values(&q, &job->reply);
         check_search_scores(&q, &job->reply);
         srv_api_job_free(job);
         srv_api_thread_exit();

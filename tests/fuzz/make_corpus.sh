@@ -217,6 +217,8 @@ req gather_keys_mean POST /v1/tables/t/gather "$json" -- \
 req gather_binary POST /v1/tables/t/gather "$json" 'Accept: application/octet-stream' -- \
   '{"ids": [2, 5], "encoding": "base64", "dtype": "f16"}'
 req gather_error POST /v1/tables/f/gather "$json" -- '{"ids": [1, 99], "on_missing": "error"}'
+req gather_pool_f16_overflow POST /v1/tables/t/gather "$json" -- \
+  '{"ids": [1], "pool": "sum", "weights": [1e30], "encoding": "base64", "dtype": "f16"}'
 req search_key POST /v1/tables/t/search "$json" -- '{"key": "apple", "k": 5}'
 req search_id_exact POST /v1/tables/f/search "$json" -- \
   '{"id": 2, "k": 3, "exact": true, "metric": "dot", "exclude_ids": [0, 1]}'
