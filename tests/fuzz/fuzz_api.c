@@ -116,8 +116,8 @@ static char *next_line(char **p, char *end)
     return s;
 }
 
-/* The first value of name in the query string q ("a=1&b=2"), or NULL; q is split in place, so
- * call this once per query with every name wanted. */
+/* Sets *encoding and *dtype to the first value of each in the query string q ("a=1&b=2"),
+ * leaving them as they are when absent; q is split in place. */
 static void query_args(char *q, const char **encoding, const char **dtype)
 {
     while (q && *q) {
