@@ -10,6 +10,7 @@ packages=(
   libcriterion-dev libcurl4-openssl-dev       # tests
   python3-numpy                               # .npy fixtures cross-checked with numpy
   clang-format                                # CI's format check
+  clang-14 libclang-rt-14-dev llvm-14         # fuzzing: clang, libFuzzer, llvm-symbolizer
   time                                        # /usr/bin/time -v for the pack benchmark
   curl                                        # the curl shell test and the README examples
 )

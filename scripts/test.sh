@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The README's second command, and what CI runs (.ci/run): install, build with -Werror, run
 # every test; then again under AddressSanitizer + UndefinedBehaviorSanitizer with the
-# allocation-failure hook (lib/emb_fault.h); then the ThreadSanitizer step; then the format
-# check; then the deployment files and the container image (deploy/). A failed build stops it
-# at once; failed suites are counted and make the exit status non-zero.
+# allocation-failure hook (lib/emb_fault.h); then the ThreadSanitizer step; then the fuzz
+# targets for a bounded time (clang, libFuzzer); then the format check; then the deployment files
+# and the container image (deploy/). A failed build stops it at once; failed suites are counted
+# and make the exit status non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -65,9 +66,18 @@ else
   echo "suite tsan FAILED"
 fi
 
+# Every fuzz target for a bounded time (tests/fuzz/run.sh: FUZZ_SECONDS each, about 10 minutes
+# in all); a crash fails the run and leaves its input in tests/fuzz/regressions/.
+if tests/fuzz/run.sh; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+  echo "suite fuzz FAILED"
+fi
+
 echo "== format check (clang-format, .clang-format)"
 fmt_files=(lib/*.c lib/*.h server/*.c server/*.h tests/lib/*.c tests/lib/*.h tests/server/*.c
-  tests/server/*.h)
+  tests/server/*.h tests/fuzz/*.c tests/fuzz/*.h)
 if clang-format --dry-run -Werror "${fmt_files[@]}" 2>/dev/null; then
   passed=$((passed + 1))
 else

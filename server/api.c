@@ -876,6 +876,24 @@ static void search_free(search_work *w)
     free(w);
 }
 
+/* Scales a query of dim values by a power of two so that its largest |value| lies in [0.5, 1),
+ * for cosine searches. A cosine does not depend on the query's length, but float32 arithmetic
+ * does: values near 1e38 overflow the dot product or the norms' product (every score came back
+ * 0 or null), values near 1e-38 lose their bits. The scaling is exact, so an ordinary query
+ * gets the same answer to the bit, and every intermediate stays in range. */
+static void cos_scale_query(float *q, uint32_t dim)
+{
+    float big = 0;
+    for (uint32_t j = 0; j < dim; j++)
+        big = fmaxf(big, fabsf(q[j]));
+    if (big == 0)
+        return;
+    int e;
+    frexpf(big, &e);
+    for (uint32_t j = 0; j < dim; j++)
+        q[j] = ldexpf(q[j], -e);
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -1248,6 +1266,9 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
         }
         free(row);
     }
+    if (sw->p.metric == EMB_METRIC_COS)
+        for (uint32_t i = 0; i < sw->nq; i++)
+            cos_scale_query(sw->queries + (size_t)i * s->dim, s->dim);
     /* Exclusions: exclude_ids, the query row, the pooled rows; sorted and deduplicated. */
     json_t *ex = json_object_get(j, "exclude_ids");
     size_t n_ex = ex ? json_array_size(ex) : 0;
@@ -1407,7 +1428,7 @@ void srv_api_thread_exit(void)
     tl_batch = NULL;
     tl_hits = NULL;
     tl_counts = NULL;
-    tl_cand = tl_batch_n = tl_batch_cand = 0;
+    tl_cand = tl_batch_n = tl_batch_cand = tl_counts_cap = 0;
     tl_hits_cap = 0;
 }
 

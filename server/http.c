@@ -188,17 +188,12 @@ static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
     return strlen(s);
 }
 
-/* Splits the (still encoded) path into segments, decoding each; fills route and api fields.
- * Returns 0, -1 for a malformed escape, or -2 when out of memory. */
-static int route_path(srv_request *q, const char *url)
+int srv_http_route(char *path, srv_route *route, srv_api_request *api)
 {
-    q->path = strdup(url);
-    if (!q->path)
-        return -2;
     char *seg[6];
     size_t len[6];
     int n = 0;
-    char *p = q->path;
+    char *p = path;
     if (*p != '/')
         return -1;
     while (*p == '/' && n < 6) {
@@ -216,37 +211,37 @@ static int route_path(srv_request *q, const char *url)
         p = end;
     }
     if (*p == '/' && n == 6) {
-        q->route = SRV_ROUTE_OTHER;
+        *route = SRV_ROUTE_OTHER;
         return 0;
     }
 #define SEG(i, s) (len[i] == sizeof(s) - 1 && !memcmp(seg[i], s, len[i]))
-    q->route = SRV_ROUTE_OTHER;
+    *route = SRV_ROUTE_OTHER;
     if (n == 1 && SEG(0, "healthz"))
-        q->route = SRV_ROUTE_HEALTHZ;
+        *route = SRV_ROUTE_HEALTHZ;
     else if (n == 1 && SEG(0, "readyz"))
-        q->route = SRV_ROUTE_READYZ;
+        *route = SRV_ROUTE_READYZ;
     else if (n == 1 && SEG(0, "metrics"))
-        q->route = SRV_ROUTE_METRICS;
+        *route = SRV_ROUTE_METRICS;
     else if (n == 1 && SEG(0, "openapi.yaml"))
-        q->route = SRV_ROUTE_OPENAPI;
+        *route = SRV_ROUTE_OPENAPI;
     else if (n == 3 && SEG(0, "v1") && SEG(1, "admin") && SEG(2, "reload"))
-        q->route = SRV_ROUTE_RELOAD;
+        *route = SRV_ROUTE_RELOAD;
     else if (n >= 2 && SEG(0, "v1") && SEG(1, "tables")) {
         if (n == 2)
-            q->route = SRV_ROUTE_TABLES;
+            *route = SRV_ROUTE_TABLES;
         else if (len[2] > 0) {
-            q->api.table = seg[2];
-            q->api.table_len = len[2];
+            api->table = seg[2];
+            api->table_len = len[2];
             if (n == 3)
-                q->route = SRV_ROUTE_TABLE;
+                *route = SRV_ROUTE_TABLE;
             else if (n == 4 && SEG(3, "gather"))
-                q->route = SRV_ROUTE_GATHER;
+                *route = SRV_ROUTE_GATHER;
             else if (n == 4 && SEG(3, "search"))
-                q->route = SRV_ROUTE_SEARCH;
+                *route = SRV_ROUTE_SEARCH;
             else if (n == 5 && (SEG(3, "rows") || SEG(3, "keys"))) {
-                q->route = SEG(3, "rows") ? SRV_ROUTE_ROW : SRV_ROUTE_KEY;
-                q->api.item = seg[4];
-                q->api.item_len = len[4];
+                *route = SEG(3, "rows") ? SRV_ROUTE_ROW : SRV_ROUTE_KEY;
+                api->item = seg[4];
+                api->item_len = len[4];
             }
         }
     }
@@ -255,6 +250,16 @@ static int route_path(srv_request *q, const char *url)
     for (int i = 0; i < n; i++)
         seg[i][len[i]] = 0;
     return 0;
+}
+
+/* Routes a copy of url (srv_http_route); returns 0, -1 for a malformed escape, or -2 when out
+ * of memory. */
+static int route_path(srv_request *q, const char *url)
+{
+    q->path = strdup(url);
+    if (!q->path)
+        return -2;
+    return srv_http_route(q->path, &q->route, &q->api);
 }
 
 static const char *allowed_methods(srv_route r)
@@ -453,8 +458,7 @@ static int is_json_type(const char *ct)
     return *p == 0 || *p == ';';
 }
 
-/* Accept lists application/octet-stream with a q above 0. */
-static int accepts_binary(const char *accept)
+int srv_http_accepts_binary(const char *accept)
 {
     static const char want[] = "application/octet-stream";
     for (const char *p = accept; p && *p;) {
@@ -708,7 +712,7 @@ static enum MHD_Result first_call(srv_request *q, const char *url, const char *m
     q->api.route = q->route;
     q->api.method = q->method;
     q->api.content_type = hs.content_type;
-    q->api.accept_binary = accepts_binary(hs.accept);
+    q->api.accept_binary = srv_http_accepts_binary(hs.accept);
     q->api.encoding = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "encoding");
     q->api.dtype = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "dtype");
     return MHD_YES;

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "api.h"
 #include "pool.h"
 #include "srv.h"
 
@@ -45,5 +46,14 @@ void srv_http_cancel_all(srv_http *h);
 /* Jobs still running on workers for this loop (they must come back before the daemon stops). */
 unsigned srv_http_jobs_out(const srv_http *h);
 void srv_http_stop(srv_http *h);
+
+/* Routes a URL path (still percent-encoded, without the query string) by splitting it into
+ * segments and decoding each in place: path is modified, and api->table and api->item point
+ * into it. Sets *route (SRV_ROUTE_OTHER when nothing matches). Returns 0, or -1 for a malformed
+ * escape or a path not starting with '/'. Touches no MHD state and no table (the fuzzers call
+ * it directly). */
+int srv_http_route(char *path, srv_route *route, srv_api_request *api);
+/* Whether an Accept header value lists application/octet-stream with a q above 0 (NULL: no). */
+int srv_http_accepts_binary(const char *accept);
 
 #endif
