@@ -41,7 +41,8 @@ static inline float hsum(__m256 v)
     return _mm_cvtss_f32(x);
 }
 
-static float dot_f32_avx2(const float *a, const float *b, size_t n)
+static inline __attribute__((always_inline)) float dot_f32_avx2(const float *a, const float *b,
+                                                                size_t n)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
@@ -67,7 +68,8 @@ static inline __m256 sqdiff_acc(__m256 a, __m256 b, __m256 acc)
     return _mm256_fmadd_ps(d, d, acc);
 }
 
-static float l2sq_f32_avx2(const float *a, const float *b, size_t n)
+static inline __attribute__((always_inline)) float l2sq_f32_avx2(const float *a, const float *b,
+                                                                 size_t n)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
@@ -101,7 +103,8 @@ static inline __m256 load_f16_tail(const uint16_t *p, size_t r)
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)buf));
 }
 
-static float dot_f16_avx2(const uint16_t *row, const float *q, size_t n)
+static inline __attribute__((always_inline)) float dot_f16_avx2(const uint16_t *row, const float *q,
+                                                                size_t n)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
@@ -121,7 +124,8 @@ static float dot_f16_avx2(const uint16_t *row, const float *q, size_t n)
     return hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
 }
 
-static float l2sq_f16_avx2(const uint16_t *row, const float *q, size_t n)
+static inline __attribute__((always_inline)) float l2sq_f16_avx2(const uint16_t *row,
+                                                                 const float *q, size_t n)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
@@ -150,7 +154,8 @@ static inline __m256 apply_signs(__m256 q, __m256i nbits, __m256i shift)
     return _mm256_xor_ps(q, _mm256_castsi256_ps(flip));
 }
 
-static float dot_q1_avx2(const uint8_t *blocks, const float *q, size_t n)
+static inline __attribute__((always_inline)) float dot_q1_avx2(const uint8_t *blocks,
+                                                               const float *q, size_t n)
 {
     /* Shift counts for the four groups of eight values in one 32-bit word of sign bits. */
     const __m256i sh0 = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
@@ -230,6 +235,104 @@ static void f32_to_f16_avx2(const float *in, uint16_t *out, size_t n)
     }
 }
 
+/* ---- many rows, one query: the one-row kernels inlined in a loop (bit-identical) ---- */
+
+static void dot_f32_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                              size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = dot_f32_avx2((const float *)(const void *)(rows + i * stride), q, n);
+}
+
+static void l2sq_f32_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                               size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = l2sq_f32_avx2((const float *)(const void *)(rows + i * stride), q, n);
+}
+
+static void dot_f16_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                              size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = dot_f16_avx2((const uint16_t *)(const void *)(rows + i * stride), q, n);
+}
+
+static void l2sq_f16_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                               size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = l2sq_f16_avx2((const uint16_t *)(const void *)(rows + i * stride), q, n);
+}
+
+static void dot_q1_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                             size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = dot_q1_avx2(rows + i * stride, q, n);
+}
+
+/* ---- batch tile ---- */
+
+/* R rows x 16 queries (two vectors) from row r0 and query j0: fused multiply-adds in value
+ * order, one accumulator per row and vector (2 R independent chains), then the limit test. R is
+ * a constant at every call. */
+static inline __attribute__((always_inline)) void
+tile_block_avx2(const float *x, size_t ldx, size_t r0, size_t R, const float *qt, size_t ldq,
+                size_t j0, size_t nq, size_t n, const emb_tile_limits *lim, float *out,
+                uint16_t *hits)
+{
+    __m256 acc[4][2];
+#pragma GCC unroll 4
+    for (size_t r = 0; r < R; r++)
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    const float *xr = x + r0 * ldx;
+    for (size_t i = 0; i < n; i++) {
+        const __m256 q0 = _mm256_load_ps(qt + i * ldq + j0);
+        const __m256 q1 = _mm256_load_ps(qt + i * ldq + j0 + 8);
+#pragma GCC unroll 4
+        for (size_t r = 0; r < R; r++) {
+            const __m256 xv = _mm256_broadcast_ss(xr + r * ldx + i);
+            acc[r][0] = _mm256_fmadd_ps(xv, q0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(xv, q1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 4
+    for (size_t r = 0; r < R; r++) {
+        const size_t row = r0 + r;
+        const __m256 rb = _mm256_set1_ps(lim->rb[row]), rd = _mm256_set1_ps(lim->rd[row]);
+        const __m256 rf = _mm256_set1_ps(lim->rf[row]);
+        unsigned m = 0;
+        for (size_t h = 0; h < 2; h++) {
+            const size_t j = j0 + 8 * h;
+            __m256 l =
+                _mm256_fmadd_ps(_mm256_loadu_ps(lim->qa + j), rb, _mm256_loadu_ps(lim->qe + j));
+            l = _mm256_add_ps(_mm256_fnmadd_ps(_mm256_loadu_ps(lim->qc + j), rd, l), rf);
+            _mm256_storeu_ps(out + row * ldq + j, acc[r][h]);
+            m |= (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(acc[r][h], l, _CMP_GE_OQ)) << (8 * h);
+        }
+        if (nq - j0 < 16)
+            m &= (1u << (nq - j0)) - 1u;
+        hits[row * (ldq / 16) + j0 / 16] = (uint16_t)m;
+    }
+}
+
+static void tile_f32_avx2(const float *x, size_t ldx, size_t nr, const float *qt, size_t ldq,
+                          size_t nq, size_t n, const emb_tile_limits *lim, float *out,
+                          uint16_t *hits)
+{
+    for (size_t r = 0; r < nr; r++)
+        for (size_t g = 0; g < ldq / 16; g++)
+            hits[r * (ldq / 16) + g] = 0;
+    for (size_t j0 = 0; j0 < nq; j0 += 16) {
+        size_t r0 = 0;
+        for (; r0 + 4 <= nr; r0 += 4)
+            tile_block_avx2(x, ldx, r0, 4, qt, ldq, j0, nq, n, lim, out, hits);
+        for (; r0 < nr; r0++)
+            tile_block_avx2(x, ldx, r0, 1, qt, ldq, j0, nq, n, lim, out, hits);
+    }
+}
+
 const emb_kernels emb__kernels_avx2 = {
     .level = EMB_SIMD_AVX2,
     .name = "avx2",
@@ -240,6 +343,13 @@ const emb_kernels emb__kernels_avx2 = {
     .dot_q1 = dot_q1_avx2,
     .f16_to_f32 = f16_to_f32_avx2,
     .f32_to_f16 = f32_to_f16_avx2,
+    .dot_f32_rows = dot_f32_rows_avx2,
+    .l2sq_f32_rows = l2sq_f32_rows_avx2,
+    .dot_f16_rows = dot_f16_rows_avx2,
+    .l2sq_f16_rows = l2sq_f16_rows_avx2,
+    .dot_q1_rows = dot_q1_rows_avx2,
+    .dot_q1q8_rows = emb_dot_q1q8_rows_scalar, /* integer work: the scalar is exact */
+    .tile_f32 = tile_f32_avx2,
 };
 
 #endif

@@ -74,6 +74,7 @@ typedef struct query_ctx {
     const float *q;
     float qn, qn2;
     emb_metric metric;
+    int q1_f32; /* q1 rows against the f32 query (else the int8-rounded one) */
 } query_ctx;
 
 static float cos_of(float dot, float qn, float rn)
@@ -82,33 +83,47 @@ static float cos_of(float dot, float qn, float rn)
     return den > 0 ? dot / den : 0.0f;
 }
 
-/* Heap score (higher is better) of row r in codec. */
-static float score_row(const query_ctx *c, uint32_t codec, uint64_t r)
+/* Heap scores (higher is better) of rows [r0, r0 + nr) of codec into out[nr]. Every score of
+ * a row goes through here, one row or many: the many-row kernels are bit-identical to the
+ * one-row ones, so a row scores the same in a scan, a split scan, a rescoring or a batch. */
+static void score_rows(const query_ctx *c, uint32_t codec, uint64_t r0, size_t nr, float *out)
 {
     const emb_store *s = c->s;
     const uint32_t dim = s->dim;
     if (codec == EMB_CODEC_Q1) {
-        const uint8_t *row = s->rows_q1 + r * s->stride_q1;
-        float dot = c->kn->dot_q1(row, c->q, dim);
+        const uint8_t *rows = s->rows_q1 + r0 * s->stride_q1;
+        (c->q1_f32 ? c->kn->dot_q1_rows : c->kn->dot_q1q8_rows)(rows, s->stride_q1, nr, c->q, dim,
+                                                                out);
         if (c->metric == EMB_METRIC_DOT)
-            return dot;
-        float rn2 = emb_q1_norm2(row, dim);
-        if (c->metric == EMB_METRIC_COS)
-            return cos_of(dot, c->qn, sqrtf(rn2));
-        return -(c->qn2 - 2 * dot + rn2);
+            return;
+        for (size_t i = 0; i < nr; i++) {
+            const float rn2 = emb_q1_norm2(rows + i * s->stride_q1, dim);
+            out[i] = c->metric == EMB_METRIC_COS ? cos_of(out[i], c->qn, sqrtf(rn2))
+                                                 : -(c->qn2 - 2 * out[i] + rn2);
+        }
+        return;
     }
-    if (codec == EMB_CODEC_F16) {
-        const uint16_t *row = (const uint16_t *)(s->rows_f16 + r * s->stride_f16);
-        if (c->metric == EMB_METRIC_L2)
-            return -c->kn->l2sq_f16(row, c->q, dim);
-        float dot = c->kn->dot_f16(row, c->q, dim);
-        return c->metric == EMB_METRIC_DOT ? dot : cos_of(dot, c->qn, s->norms[r]);
+    const int f16 = codec == EMB_CODEC_F16;
+    const uint8_t *rows = f16 ? s->rows_f16 + r0 * s->stride_f16 : s->rows_f32 + r0 * s->stride_f32;
+    const size_t stride = f16 ? s->stride_f16 : s->stride_f32;
+    if (c->metric == EMB_METRIC_L2) {
+        (f16 ? c->kn->l2sq_f16_rows : c->kn->l2sq_f32_rows)(rows, stride, nr, c->q, dim, out);
+        for (size_t i = 0; i < nr; i++)
+            out[i] = -out[i];
+        return;
     }
-    const float *row = (const float *)(s->rows_f32 + r * s->stride_f32);
-    if (c->metric == EMB_METRIC_L2)
-        return -c->kn->l2sq_f32(row, c->q, dim);
-    float dot = c->kn->dot_f32(row, c->q, dim);
-    return c->metric == EMB_METRIC_DOT ? dot : cos_of(dot, c->qn, s->norms[r]);
+    (f16 ? c->kn->dot_f16_rows : c->kn->dot_f32_rows)(rows, stride, nr, c->q, dim, out);
+    if (c->metric == EMB_METRIC_COS)
+        for (size_t i = 0; i < nr; i++)
+            out[i] = cos_of(out[i], c->qn, s->norms[r0 + i]);
+}
+
+/* Heap score of row r in codec. */
+static float score_row(const query_ctx *c, uint32_t codec, uint64_t r)
+{
+    float out;
+    score_rows(c, codec, r, 1, &out);
+    return out;
 }
 
 float emb__score(const emb_store *s, uint32_t codec, emb_metric metric, const float *q, float qn2,
@@ -119,15 +134,40 @@ float emb__score(const emb_store *s, uint32_t codec, emb_metric metric, const fl
     return score_row(&c, codec, r);
 }
 
+/* Rows scored per kernel call in a scan: enough to amortise the call and the query set-up,
+ * few enough that the scores stay in L1. */
+#define SCAN_ROWS 512u
+
+/* Offers the scores sc[0..n) of rows r0.. to t, skipping p's exclusions and the id self. Most
+ * rows lose to the worst hit kept, so that test comes first and costs one compare; exclusions
+ * are looked up only for rows that would enter the heap. */
+static void offer(emb_topk *t, const float *sc, size_t n, uint64_t r0, const emb_search_params *p,
+                  uint64_t self)
+{
+    if (t->k == 0)
+        return;
+    float worst = t->n == t->k ? t->hits[0].score : -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        if (!(sc[i] >= worst)) /* also drops NaN, which the heap refuses anyway */
+            continue;
+        const uint64_t r = r0 + i;
+        if (r == self || (p->n_exclude && excluded(p, r)))
+            continue;
+        emb_topk_push(t, sc[i], r);
+        if (t->n == t->k)
+            worst = t->hits[0].score;
+    }
+}
+
 /* Scores rows [lo, hi) into t, skipping p's exclusions and the id self. */
 static void scan_range(const query_ctx *c, uint32_t codec, const emb_search_params *p,
                        uint64_t self, emb_topk *t, uint64_t lo, uint64_t hi)
 {
-    for (uint64_t r = lo; r < hi; r++) {
-        float sc = score_row(c, codec, r);
-        if (r == self || (p->n_exclude && excluded(p, r)))
-            continue;
-        emb_topk_push(t, sc, r);
+    float sc[SCAN_ROWS];
+    for (uint64_t r0 = lo; r0 < hi; r0 += SCAN_ROWS) {
+        const size_t n = hi - r0 < SCAN_ROWS ? (size_t)(hi - r0) : SCAN_ROWS;
+        score_rows(c, codec, r0, n, sc);
+        offer(t, sc, n, r0, p, self);
     }
 }
 
@@ -167,7 +207,8 @@ static int plan(const emb_store *s, const float *query, const emb_search_params 
 {
     if (p->k == 0 || p->k > EMB_MAX_K || (unsigned)p->metric > EMB_METRIC_L2)
         return EMB_EINVAL;
-    *c = (query_ctx){.s = s, .kn = emb_kernels_get(), .q = query, .metric = p->metric};
+    *c = (query_ctx){
+        .s = s, .kn = emb_kernels_get(), .q = query, .metric = p->metric, .q1_f32 = p->q1_f32};
     double qn2 = 0;
     for (uint32_t j = 0; j < s->dim; j++) {
         if (!isfinite(query[j]))
@@ -350,7 +391,8 @@ int emb_search_batch(const emb_store *s, const float *queries, uint32_t nq,
                                 .q = q,
                                 .qn = (float)sqrt(qn2),
                                 .qn2 = (float)qn2,
-                                .metric = p->metric};
+                                .metric = p->metric,
+                                .q1_f32 = p->q1_f32};
     }
     uint32_t primary = emb_store_primary_codec(s);
     uint32_t codec = primary;

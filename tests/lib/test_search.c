@@ -104,13 +104,32 @@ static int ref_cmp(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Scores every row (exclusions dropped) and sorts by score then id; returns the count. */
-static size_t reference(const emb_store *s, uint32_t codec, emb_metric m, const float *q,
-                        const uint64_t *excl, uint32_t n_excl, ref_hit *out)
+/* The query as the q1 stage sees it by default (emb_search_params.q1_f32 = 0), written here from
+ * the documented rule: per block of 128 values, m = max |q_j|, i_j = q_j * 127 / m rounded to
+ * nearest (ties to even), and the value used is i_j * m / 127. */
+static void q8_round(const float *q, uint32_t dim, double *out)
+{
+    for (uint32_t j0 = 0; j0 < dim; j0 += 128) {
+        const uint32_t cnt = dim - j0 < 128 ? dim - j0 : 128;
+        float m = 0;
+        for (uint32_t j = 0; j < cnt; j++)
+            m = fmaxf(m, fabsf(q[j0 + j]));
+        for (uint32_t j = 0; j < cnt; j++)
+            out[j0 + j] = m > 0 ? (double)nearbyintf(q[j0 + j] * (127.0f / m)) * (m / 127.0f) : 0;
+    }
+}
+
+static size_t reference_q1(const emb_store *s, uint32_t codec, emb_metric m, const float *q,
+                           const uint64_t *excl, uint32_t n_excl, int q1_f32, ref_hit *out)
 {
     const uint32_t dim = s->dim;
     float *v = malloc(dim * sizeof *v);
-    cr_assert_not_null(v);
+    double *qq = malloc(dim * sizeof *qq);
+    cr_assert(v && qq);
+    for (uint32_t j = 0; j < dim; j++)
+        qq[j] = q[j];
+    if (codec == EMB_CODEC_Q1 && !q1_f32)
+        q8_round(q, dim, qq);
     double qn2 = 0;
     for (uint32_t j = 0; j < dim; j++)
         qn2 += (double)q[j] * q[j];
@@ -124,11 +143,14 @@ static size_t reference(const emb_store *s, uint32_t codec, emb_metric m, const 
         decode(s, codec, r, v);
         double dot = 0, mag = 0, rn2 = 0, d2 = 0;
         for (uint32_t j = 0; j < dim; j++) {
-            dot += (double)q[j] * v[j];
-            mag += fabs((double)q[j] * v[j]);
+            dot += qq[j] * v[j];
+            mag += fabs(qq[j] * v[j]);
             rn2 += (double)v[j] * v[j];
-            d2 += ((double)q[j] - v[j]) * ((double)q[j] - v[j]);
+            d2 += (qq[j] - v[j]) * (qq[j] - v[j]);
         }
+        /* The q1 stage's l2 is |q|^2 - 2 dot + |row|^2 with the unrounded query's norm. */
+        if (codec == EMB_CODEC_Q1)
+            d2 = qn2 - 2 * dot + rn2;
         ref_hit h = {.id = r};
         if (m == EMB_METRIC_DOT) {
             h.score = dot;
@@ -147,8 +169,17 @@ static size_t reference(const emb_store *s, uint32_t codec, emb_metric m, const 
         out[n++] = h;
     }
     free(v);
+    free(qq);
     qsort(out, n, sizeof *out, ref_cmp);
     return n;
+}
+
+/* Scores every row (exclusions dropped) and sorts by score then id; returns the count. q1 rows
+ * are scored against the int8-rounded query unless q1_f32. */
+static size_t reference(const emb_store *s, uint32_t codec, emb_metric m, const float *q,
+                        const uint64_t *excl, uint32_t n_excl, ref_hit *out)
+{
+    return reference_q1(s, codec, m, q, excl, n_excl, 0, out);
 }
 
 /* emb_search's reported score in the reference's units. */
@@ -238,21 +269,24 @@ static void check_codec(const emb_store *s, uint32_t codec, unsigned metric_mask
             decode(s, EMB_CODEC_F32 & s->codecs ? EMB_CODEC_F32 : codec, 5, q);
         for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
             for (size_t ki = 0; ki < ARRAY_LEN(ks); ki++) {
-                for (int ex = 0; ex < 2; ex++) {
+                for (int ex = 0; ex < 2 * (codec == EMB_CODEC_Q1 ? 2 : 1); ex++) {
                     const emb_metric m = all_metrics[mi];
                     if (!(metric_mask & (1u << m)))
                         continue;
+                    const int f32q = ex >= 2; /* q1: the f32 query as well */
                     emb_search_params p = {.metric = m,
                                            .k = ks[ki],
                                            .codec = (int)codec,
-                                           .exclude = ex ? excl : NULL,
-                                           .n_exclude = ex ? (uint32_t)ARRAY_LEN(excl) : 0};
+                                           .exclude = ex % 2 ? excl : NULL,
+                                           .n_exclude = ex % 2 ? (uint32_t)ARRAY_LEN(excl) : 0,
+                                           .q1_f32 = f32q};
                     int n = emb_search(s, q, &p, sc, got);
                     cr_assert_geq(n, 0, "emb_search: %d", n);
-                    size_t nref = reference(s, codec, m, q, p.exclude, p.n_exclude, ref);
+                    size_t nref = reference_q1(s, codec, m, q, p.exclude, p.n_exclude, f32q, ref);
                     char what[128];
-                    snprintf(what, sizeof what, "%s dim %u %s k %u query %d excl %d",
-                             codec_name(codec), dim, emb_metric_name(m), ks[ki], qi, ex);
+                    snprintf(what, sizeof what, "%s%s dim %u %s k %u query %d excl %d",
+                             codec_name(codec), f32q ? " (f32 query)" : "", dim, emb_metric_name(m),
+                             ks[ki], qi, ex % 2);
                     assert_matches(what, m, got, n, ref, nref, ks[ki], p.exclude, p.n_exclude,
                                    rows);
                 }
