@@ -65,6 +65,8 @@ typedef struct emb_kernels {
                           size_t n, float *out);
     void (*dot_q1_rows)(const uint8_t *rows, size_t stride, size_t nrows, const float *q, size_t n,
                         float *out);
+    /* Q1_0 row (n values) decoded to floats, +d or -d each: exactly emb_q1_decode. */
+    void (*q1_to_f32)(const uint8_t *blocks, float *out, size_t n);
     /* Q1_0 rows against the query rounded to int8 per 128-value block (q1 x q8; the rounding
      * and the arithmetic are those of emb_dot_q1q8_rows_scalar): what the 1-bit stage of a
      * search uses unless told to use the f32 query. Integer dot products plus one fused
@@ -75,9 +77,11 @@ typedef struct emb_kernels {
     /* Batch tile (see emb_tile_limits): for r < nr and j < nq, out[r * ldq + j] = the dot
      * product of f32 row r (x + r * ldx, n values) with query j, the queries stored transposed
      * (value i of query j at qt[i * ldq + j]; ldq a multiple of 16, qt 64-byte aligned, the
-     * padding columns [nq, ldq) readable and zero). Bit j % 16 of hits[r * (ldq / 16) + j / 16]
-     * is set when that dot product is >= the pair's limit, and clear for j >= nq. The order of
-     * the additions is the kernel's own: each result is within (n + 2) * 2^-24 * sum_i
+     * padding columns [nq, round_up(nq, 16)) readable and zero). Bit j % 16 of
+     * hits[r * (ldq / 16) + j / 16] is set when that dot product is >= the pair's limit; the
+     * words for j < round_up(nq, 16) are written whole (bits past nq clear), no others, so a
+     * caller may pass a slice of wider arrays (qt + j0, out + j0, hits + j0 / 16, limits + j0). The
+     * order of the additions is the kernel's own: each result is within (n + 2) * 2^-24 * sum_i
      * |x_i q_i| of the exact dot product, but not bit-identical to dot_f32. */
     void (*tile_f32)(const float *x, size_t ldx, size_t nr, const float *qt, size_t ldq, size_t nq,
                      size_t n, const emb_tile_limits *lim, float *out, uint16_t *hits);
@@ -113,6 +117,7 @@ void emb_l2sq_f16_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, 
                               size_t n, float *out);
 void emb_dot_q1_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
                             size_t n, float *out);
+void emb_q1_to_f32_scalar(const uint8_t *blocks, float *out, size_t n);
 void emb_dot_q1q8_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
                               size_t n, float *out);
 float emb_dot_q1q8_scalar(const uint8_t *blocks, const float *q, size_t n);

@@ -39,6 +39,7 @@ static const emb_kernels scalar_kernels = {
     .dot_f16_rows = emb_dot_f16_rows_scalar,
     .l2sq_f16_rows = emb_l2sq_f16_rows_scalar,
     .dot_q1_rows = emb_dot_q1_rows_scalar,
+    .q1_to_f32 = emb_q1_to_f32_scalar,
     .dot_q1q8_rows = emb_dot_q1q8_rows_scalar,
     .tile_f32 = emb_tile_f32_scalar,
 };
@@ -88,6 +89,9 @@ const emb_kernels *emb_kernels_for(emb_simd level)
         if (!cpu_has_avx512())
             return NULL;
         return cpu_has_avx512vnni() ? &emb__kernels_avx512_vnni : &emb__kernels_avx512;
+#endif
+#if defined(__aarch64__)
+    case EMB_SIMD_NEON: return &emb__kernels_neon;
 #endif
     default: return NULL;
     }

@@ -272,6 +272,31 @@ static void dot_q1_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, c
         out[i] = dot_q1_avx2(rows + i * stride, q, n);
 }
 
+/* Q1_0 blocks to floats: the inverted sign bits moved to each lane's sign position (as in
+ * apply_signs) and XORed into +d. */
+static void q1_to_f32_avx2(const uint8_t *blocks, float *out, size_t n)
+{
+    const __m256i sh[4] = {_mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24),
+                           _mm256_setr_epi32(23, 22, 21, 20, 19, 18, 17, 16),
+                           _mm256_setr_epi32(15, 14, 13, 12, 11, 10, 9, 8),
+                           _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0)};
+    for (size_t j0 = 0; j0 < n; j0 += EMB_Q1_GROUP, blocks += EMB_Q1_BLOCK) {
+        uint16_t dh;
+        uint32_t w[4];
+        memcpy(&dh, blocks, sizeof dh);
+        memcpy(w, blocks + 2, sizeof w);
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(dh));
+        const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+        for (size_t c = 0; c * 8 < cnt; c++) {
+            const __m256 v = apply_signs(d, _mm256_set1_epi32((int)~w[c / 4]), sh[c % 4]);
+            if (cnt - c * 8 >= 8)
+                _mm256_storeu_ps(out + j0 + c * 8, v);
+            else
+                _mm256_maskstore_ps(out + j0 + c * 8, lane_mask(cnt - c * 8), v);
+        }
+    }
+}
+
 /* ---- batch tile ---- */
 
 /* R rows x 16 queries (two vectors) from row r0 and query j0: fused multiply-adds in value
@@ -321,9 +346,6 @@ static void tile_f32_avx2(const float *x, size_t ldx, size_t nr, const float *qt
                           size_t nq, size_t n, const emb_tile_limits *lim, float *out,
                           uint16_t *hits)
 {
-    for (size_t r = 0; r < nr; r++)
-        for (size_t g = 0; g < ldq / 16; g++)
-            hits[r * (ldq / 16) + g] = 0;
     for (size_t j0 = 0; j0 < nq; j0 += 16) {
         size_t r0 = 0;
         for (; r0 + 4 <= nr; r0 += 4)
@@ -348,6 +370,7 @@ const emb_kernels emb__kernels_avx2 = {
     .dot_f16_rows = dot_f16_rows_avx2,
     .l2sq_f16_rows = l2sq_f16_rows_avx2,
     .dot_q1_rows = dot_q1_rows_avx2,
+    .q1_to_f32 = q1_to_f32_avx2,
     .dot_q1q8_rows = emb_dot_q1q8_rows_scalar, /* integer work: the scalar is exact */
     .tile_f32 = tile_f32_avx2,
 };

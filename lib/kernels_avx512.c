@@ -215,6 +215,24 @@ static float dot_q1_avx512(const uint8_t *blocks, const float *q, size_t n)
     return out;
 }
 
+/* Q1_0 blocks to floats: each 16-bit chunk of signs picks +d or -d per lane. */
+static void q1_to_f32_avx512(const uint8_t *blocks, float *out, size_t n)
+{
+    for (size_t j0 = 0; j0 < n; j0 += EMB_Q1_GROUP, blocks += EMB_Q1_BLOCK) {
+        const u16u *w = (const u16u *)(const void *)(blocks + 2);
+        const __m512 d = _mm512_set1_ps(_cvtsh_ss(*(const u16u *)(const void *)blocks));
+        /* -d by flipping the sign bit, so a zero scale gives -0 as emb_q1_decode does. */
+        const __m512 nd = _mm512_castsi512_ps(
+            _mm512_xor_si512(_mm512_castps_si512(d), _mm512_set1_epi32((int)0x80000000u)));
+        const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+        for (size_t c = 0; c * 16 < cnt; c++) {
+            const __m512 v = _mm512_mask_blend_ps(_cvtu32_mask16(w[c]), nd, d);
+            const __mmask16 m = cnt - c * 16 >= 16 ? (__mmask16)0xffff : tail_mask(cnt - c * 16);
+            _mm512_mask_storeu_ps(out + j0 + c * 16, m, v);
+        }
+    }
+}
+
 /* ---- q1 x q8 without VNNI: vpmaddubsw pairs, then vpmaddwd by ones ---- */
 
 static inline __m512i dpbusd_bw(__m512i acc, __m512i a, __m512i b)
@@ -313,9 +331,6 @@ static void tile_f32_avx512(const float *x, size_t ldx, size_t nr, const float *
                             size_t nq, size_t n, const emb_tile_limits *lim, float *out,
                             uint16_t *hits)
 {
-    for (size_t r = 0; r < nr; r++)
-        for (size_t g = 0; g < ldq / 16; g++)
-            hits[r * (ldq / 16) + g] = 0;
     size_t j0 = 0;
     /* Two vectors of queries while more than 16 remain (the padding covers the second one),
      * then one. */
@@ -377,6 +392,7 @@ const emb_kernels emb__kernels_avx512 = {
     .dot_f16_rows = dot_f16_rows_avx512,
     .l2sq_f16_rows = l2sq_f16_rows_avx512,
     .dot_q1_rows = dot_q1_rows_avx512,
+    .q1_to_f32 = q1_to_f32_avx512,
     .dot_q1q8_rows = dot_q1q8_rows_avx512,
     .tile_f32 = tile_f32_avx512,
 };
@@ -398,6 +414,7 @@ const emb_kernels emb__kernels_avx512_vnni = {
     .dot_f16_rows = dot_f16_rows_avx512,
     .l2sq_f16_rows = l2sq_f16_rows_avx512,
     .dot_q1_rows = dot_q1_rows_avx512,
+    .q1_to_f32 = q1_to_f32_avx512,
     .dot_q1q8_rows = emb__dot_q1q8_rows_avx512vnni,
     .tile_f32 = tile_f32_avx512,
 };

@@ -34,4 +34,9 @@ void emb__dot_q1q8_rows_avx512vnni(const uint8_t *rows, size_t stride, size_t nr
                                    size_t n, float *out);
 #endif
 
+#if defined(__aarch64__)
+/* Advanced SIMD: every AArch64 CPU has it. */
+extern const emb_kernels emb__kernels_neon;
+#endif
+
 #endif

@@ -218,7 +218,7 @@ void emb_tile_f32_scalar(const float *x, size_t ldx, size_t nr, const float *qt,
 {
     for (size_t r = 0; r < nr; r++) {
         const float *xr = x + r * ldx;
-        for (size_t g = 0; g < ldq / 16; g++)
+        for (size_t g = 0; g < (nq + 15) / 16; g++)
             hits[r * (ldq / 16) + g] = 0;
         for (size_t j = 0; j < nq; j++) {
             double s = 0.0;
@@ -229,6 +229,16 @@ void emb_tile_f32_scalar(const float *x, size_t ldx, size_t nr, const float *qt,
             if (d >= tile_limit(lim, r, j))
                 hits[r * (ldq / 16) + j / 16] |= (uint16_t)(1u << (j % 16));
         }
+    }
+}
+
+void emb_q1_to_f32_scalar(const uint8_t *blocks, float *out, size_t n)
+{
+    for (size_t j0 = 0; j0 < n; j0 += EMB_Q1_GROUP, blocks += EMB_Q1_BLOCK) {
+        const float d = emb_f16_to_f32((uint16_t)(blocks[0] | blocks[1] << 8));
+        const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+        for (size_t j = 0; j < cnt; j++)
+            out[j0 + j] = (blocks[2 + j / 8] >> (j % 8) & 1) ? d : -d;
     }
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's second command, and what CI runs (.ci/run): install, build with -Werror, run
-# every test; then again under AddressSanitizer + UndefinedBehaviorSanitizer; then the format
-# check. Exits non-zero on the first failure.
+# every test; then again under AddressSanitizer + UndefinedBehaviorSanitizer; then lib/ for
+# aarch64 (cross-compiled, NEON kernels run under qemu); then the format check. Exits non-zero
+# on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -31,9 +32,17 @@ run_suite "release" build-ci
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   run_suite "asan+ubsan" build-asan -DEMBD_SANITIZE=address,undefined
 
+echo "== aarch64: lib/ cross-compiled, NEON kernels checked under qemu (tests/cross/aarch64.sh)"
+if tests/cross/aarch64.sh build-aarch64; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+  echo "suite aarch64 FAILED"
+fi
+
 echo "== format check (clang-format, .clang-format)"
 fmt_files=(lib/*.c lib/*.h server/*.c server/*.h tests/lib/*.c tests/lib/*.h tests/server/*.c
-  tests/server/*.h)
+  tests/server/*.h tests/cross/*.c)
 if clang-format --dry-run -Werror "${fmt_files[@]}" 2>/dev/null; then
   passed=$((passed + 1))
 else

@@ -413,6 +413,37 @@ Test(kernels, q1q8_all_levels_bit_exact)
     }
 }
 
+/* q1 -> f32 (for batches): every level writes emb_q1_decode's bits, -0 for a zero scale
+ * included, and nothing past n. */
+Test(kernels, q1_to_f32_all_levels_bit_exact)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    uint64_t seed = 0x5eed0013;
+    for (size_t t = 0; t < N_NS; t++) {
+        const size_t n = test_ns[t];
+        rowset rs;
+        rowset_make(&rs, &seed, 2, n);
+        if (n >= 128)
+            memset(rs.q1, 0, 2); /* a zero scale */
+        float *want = malloc((n + 1) * sizeof *want), *got = malloc((n + 1) * sizeof *got);
+        emb_q1_decode(rs.q1 + rs.sq1, (uint32_t)n, want);
+        for (size_t l = 0; l < nl; l++) {
+            got[n] = 42.0f;
+            lv[l]->q1_to_f32(rs.q1 + rs.sq1, got, n);
+            cr_assert_eq(got[n], 42.0f, "[%s] wrote past n", lv[l]->name);
+            cr_assert_eq(memcmp(got, want, n * sizeof *got), 0, "[%s] n=%zu", lv[l]->name, n);
+            emb_q1_decode(rs.q1, (uint32_t)n, want);
+            lv[l]->q1_to_f32(rs.q1, got, n);
+            cr_assert_eq(memcmp(got, want, n * sizeof *got), 0, "[%s] n=%zu", lv[l]->name, n);
+            emb_q1_decode(rs.q1 + rs.sq1, (uint32_t)n, want);
+        }
+        free(want);
+        free(got);
+        rowset_free(&rs);
+    }
+}
+
 Test(kernels, q8_rounding_rule)
 {
     float q[128] = {0};
