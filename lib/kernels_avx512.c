@@ -1,20 +1,25 @@
 /*
  * kernels_avx512.c - AVX-512 (F/BW/VL) kernels, 16 floats per vector.
  *
- * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mavx2 -mfma -mf16c (see
- * CMakeLists.txt); nothing here runs unless kernels.c has checked the CPU. Invariants:
+ * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c (see CMakeLists.txt);
+ * nothing here runs unless kernels.c has checked the CPU. Invariants:
  * - No load touches memory past n values of a row or a query: the tail is a masked load, which
  *   cannot fault on masked-off lanes (rows live in a memory map whose end may be a page edge).
  * - Half conversions use vcvtph2ps / vcvtps2ph with round-to-nearest-even, so they agree bit for
  *   bit with the scalar twins.
  * - Reductions use four independent accumulators so the FMA latency is hidden; the order of
  *   additions therefore differs from the scalar oracle, within the tolerances the tests state.
+ * - The many-row kernels inline the one-row ones (bit-identical results) and prefetch ahead.
  *
- * Q1_0: each 16-bit chunk of a block's sign bits is used directly as a __mmask16; a masked
- * subtract negates the query lanes whose bit is 0, the eight chunks of a block are summed, and
- * the block sum is scaled by d with one FMA into a vector accumulator (no horizontal sum per
- * block). Rejected: dequantising the row to floats first (a store and reload per value), and the
- * popcount identity 2 * sum(bit = 1) - sum(q), which costs the same number of vector ops.
+ * Q1_0 against the f32 query (q1_f32): each 16-bit chunk of a block's sign bits is the mask of
+ * a zero-masking add, so one instruction per 16 values sums the query over the set bits (S);
+ * the block contributes d * (2 S - sum of the block's query), the first part accumulated in a
+ * vector, the second in a scalar, both fused. Rejected: negating by a masked subtract (needs
+ * the inverted mask: one more instruction per chunk), and dequantising the row to floats first
+ * (a store and reload per value). The default q1 x q8 kernel is kernels_q1q8_avx512.h.
+ *
+ * Batch tile: 6 rows x 32 queries of accumulators (12 zmm), one broadcast row value and two
+ * query vectors per step: FMA-bound, the rows widened to f32 once per block by the caller.
  */
 #if defined(__x86_64__)
 

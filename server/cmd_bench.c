@@ -19,9 +19,10 @@
  * given with --store are measured too; --npy names the f32 rows they were packed from (for
  * recall; rows past the store's count are the queries unless --queries names a file).
  *
- * Modes per store: "f32" and "f16" (exact scans, codec forced), "q1" (the 1-bit scan alone)
- * and "two-stage" (q1 scan, k x oversample candidates rescored exactly, at the store's default
- * oversampling). Metric: dot by default (what faiss IndexFlatIP computes).
+ * Modes per store: "f32" and "f16" (exact scans, codec forced), "q1" (the 1-bit scan alone,
+ * q1 x q8: the query rounded to int8 per block, the default), "q1-f32q" (the same against the
+ * f32 query) and "two-stage" (q1 scan, k x oversample candidates rescored exactly, at the
+ * store's default oversampling). Metric: dot by default (what faiss IndexFlatIP computes).
  *
  * Timing: every measurement runs --repeats slices of --seconds / --repeats each (at least one
  * operation per slice) and reports the best and the median slice. Nothing asserts on time. The
@@ -765,7 +766,7 @@ typedef struct mode_result {
     int failed;
 } mode_result;
 
-#define BENCH_MAX_MODES 4
+#define BENCH_MAX_MODES 5
 
 typedef struct table_result {
     char name[96];
@@ -1051,11 +1052,12 @@ static int bench_store(const emb_store *s, const float *q, uint32_t nq, const fl
     static const struct {
         const char *name;
         uint32_t need, codec;
-        int two_stage;
-    } modes[BENCH_MAX_MODES] = {{"f32", EMB_CODEC_F32, EMB_CODEC_F32, 0},
-                                {"f16", EMB_CODEC_F16, EMB_CODEC_F16, 0},
-                                {"q1", EMB_CODEC_Q1, EMB_CODEC_Q1, 0},
-                                {"two-stage", EMB_CODEC_Q1, 0, 1}};
+        int two_stage, q1_f32;
+    } modes[BENCH_MAX_MODES] = {{"f32", EMB_CODEC_F32, EMB_CODEC_F32, 0, 0},
+                                {"f16", EMB_CODEC_F16, EMB_CODEC_F16, 0, 0},
+                                {"q1", EMB_CODEC_Q1, EMB_CODEC_Q1, 0, 0},
+                                {"q1-f32q", EMB_CODEC_Q1, EMB_CODEC_Q1, 0, 1},
+                                {"two-stage", EMB_CODEC_Q1, 0, 1, 0}};
     for (int i = 0; i < BENCH_MAX_MODES; i++) {
         if (!(s->codecs & modes[i].need))
             continue;
@@ -1067,6 +1069,7 @@ static int bench_store(const emb_store *s, const float *q, uint32_t nq, const fl
         c.p = (emb_search_params){.metric = o->metric, .k = o->k};
         c.p.codec = (int)modes[i].codec;
         c.p.exact = !modes[i].two_stage;
+        c.p.q1_f32 = modes[i].q1_f32;
         fprintf(stderr, "embd bench: %s: %s...\n", r->name, m->mode);
         run_mode(&c, m, truth, r->rq, o);
     }
