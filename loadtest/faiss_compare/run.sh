@@ -98,14 +98,26 @@ if [ "$BLAS" = openblas ]; then
         dpkg-deb -x "$WORK"/libopenblas0-pthread_*.deb "$OB"
     fi
     blas_env=(LD_LIBRARY_PATH="$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+    # OpenBLAS 0.3.21 does not know every CPU model: on the benchmark machine its detection
+    # gave Cooperlake in one process and Prescott (SSE3 kernels, 1.6x slower batches) in the
+    # next. The core type is named from the CPU's flags instead, unless the caller set one.
+    if [ -z "${EMBD_OPENBLAS_CORETYPE:-}" ]; then
+        flags="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)"
+        case "$flags" in
+        *avx512_bf16*) EMBD_OPENBLAS_CORETYPE=Cooperlake ;;
+        *avx512f*) EMBD_OPENBLAS_CORETYPE=SkylakeX ;;
+        *avx2*) EMBD_OPENBLAS_CORETYPE=Haswell ;;
+        esac
+    fi
+    [ -n "${EMBD_OPENBLAS_CORETYPE:-}" ] && blas_env+=(OPENBLAS_CORETYPE="$EMBD_OPENBLAS_CORETYPE")
 elif [ "$BLAS" != system ]; then
     log "--blas must be openblas or system"
     exit 2
 fi
 
-# OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE may be set on this machine for the test suite; the
-# benchmark runs with OpenBLAS's own CPU detection, in this command only.
-log "faiss ($BLAS BLAS)"
+# OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE may be set on this machine for the test suite; they are
+# unset for this command, then the core type chosen above (if any) is set.
+log "faiss ($BLAS BLAS${EMBD_OPENBLAS_CORETYPE:+, core $EMBD_OPENBLAS_CORETYPE})"
 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "${blas_env[@]}" "$PY" "$HERE/compare.py" \
     --base "$WORK/base.npy" --queries "$WORK/queries.npy" --embd-json "$WORK/embd.json" \
     --nq "$NQ" --seconds "$SECONDS_PER" --repeats "$REPEATS" --json "$OUT"
