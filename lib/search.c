@@ -10,6 +10,11 @@
  * dot; l2 ranks by -|q - r|^2 inside the heap and reports the distance |q - r|. The q1 stage
  * ranks by the same metric on the dequantised row, with its norm from the block scales, so the
  * stage never needs the exact row. Nothing here allocates: emb_scratch is made once per thread.
+ *
+ * Rows are scored SCAN_ROWS at a time by the many-row kernels, which return the one-row
+ * kernels' bits, and only rows that beat the worst kept hit reach the heap. The q1 stage uses
+ * q1 x q8 (the query rounded to int8 per block) unless emb_search_params.q1_f32. Batches: see
+ * "many queries in one pass" below.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -136,7 +141,7 @@ float emb__score(const emb_store *s, uint32_t codec, emb_metric metric, const fl
 }
 
 /* Rows scored per kernel call in a scan: enough to amortise the call and the query set-up (q1
- * x q8 rounds the query once per call, which cost a quarter of the scan at 512 rows per call),
+ * x q8 rounds the query once per call, a fifth of the scan's time at 512 rows per call),
  * few enough that the 8 KiB of scores stay in L1. */
 #define SCAN_ROWS 2048u
 

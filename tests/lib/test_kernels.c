@@ -385,6 +385,19 @@ Test(kernels, q1q8_all_levels_bit_exact)
                 cr_assert_eq(f32_bits(got[r]), f32_bits(want[r]), "[%s] n=%zu row %zu: %a want %a",
                              lv[l]->name, n, r, (double)got[r], (double)want[r]);
         }
+#if defined(__x86_64__)
+        /* Both AVX-512 builds of the kernel (BW and VNNI), whichever of the two the dispatcher
+         * hands out on this CPU. */
+        const emb_kernels *both[2] = {&emb__kernels_avx512, &emb__kernels_avx512_vnni};
+        for (int v = 0; v < 2 && emb_kernels_for(EMB_SIMD_AVX512); v++) {
+            if (v == 1 && !__builtin_cpu_supports("avx512vnni"))
+                continue;
+            both[v]->dot_q1q8_rows(rs.q1, rs.sq1, nrows, q, n, got);
+            for (size_t r = 0; r < nrows; r++)
+                cr_assert_eq(f32_bits(got[r]), f32_bits(want[r]), "[avx512 %s] n=%zu row %zu",
+                             v ? "vnni" : "bw", n, r);
+        }
+#endif
         for (size_t r = 0; r < nrows; r++) {
             const uint8_t *blk = rs.q1 + r * rs.sq1;
             double ref = 0, mag = 0;
