@@ -17,6 +17,10 @@
 #error "define Q1Q8_NAME and Q1Q8_DPBUSD before including kernels_q1q8_avx512.h"
 #endif
 
+#ifndef Q1Q8_PF_BYTES
+#define Q1Q8_PF_BYTES 8192u
+#endif
+
 /* Lane r of the result = sum of the 16 lanes of a[r]. */
 static inline __m512i q1q8_reduce16(__m512i a[16])
 {
@@ -91,6 +95,12 @@ static void Q1Q8_NAME(const uint8_t *rows, size_t stride, size_t nrows, const fl
         const uint8_t *base = rows + g0 / EMB_Q1_GROUP * EMB_Q1_BLOCK;
         size_t r0 = 0;
         for (; r0 + 16 <= nrows; r0 += 16) {
+            /* The rows 8 KiB ahead, as the other many-row scans do (a 1M x 768 q1 scan ran at
+             * 39% of memchr's read rate without it). */
+            const size_t from = r0 * stride + Q1Q8_PF_BYTES,
+                         to = (r0 + 16) * stride + Q1Q8_PF_BYTES;
+            for (size_t at = from; at < to && at < nrows * stride; at += 64)
+                _mm_prefetch((const char *)rows + at, _MM_HINT_T0);
             const __m512 tot = _mm512_loadu_ps(out + r0);
             _mm512_storeu_ps(out + r0,
                              q1q8_group(base + r0 * stride, stride, 16, qi, delta, isum, nb, tot));
