@@ -8,7 +8,9 @@
  *
  * Levels are ordered by the emb_simd enum. A request for a level names a ceiling: the best level
  * at or below it that this build and CPU have is used, so "avx512" on an AVX2-only machine runs
- * AVX2 and anything on an x86 build without the SIMD files runs scalar.
+ * AVX2 and anything on an x86 build without the SIMD files runs scalar. The AVX-512 level has
+ * two tables, the second with the VNNI build of q1 x q8, chosen by the CPU (one name, the same
+ * results bit for bit). NEON is the level of aarch64 builds (every AArch64 CPU has it).
  *
  * Rejected: GNU ifunc resolvers (glibc-only, and tests could not narrow the level), and picking
  * per kernel rather than per table (one level per process keeps benchmarks interpretable).
