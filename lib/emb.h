@@ -176,6 +176,10 @@ typedef struct emb_search_params {
     const uint64_t
         *exclude; /* sorted ascending: ids never returned (a query by id excludes itself) */
     uint32_t n_exclude;
+    /* q1 scans score the 1-bit rows against the query rounded to int8 per 128 values (q1 x q8:
+     * 2-2.5x faster, recall@10 unchanged to the third decimal on the tables measured); nonzero
+     * uses the f32 query instead (q1 x f32, the reference). */
+    int q1_f32;
 } emb_search_params;
 
 /* Per-thread scratch for searches: preallocated once, so no query allocates. */

@@ -10,6 +10,13 @@
  * Row layouts (see emb_format.h): f16 rows are IEEE binary16, f32 rows float, q1 rows GGML
  * Q1_0 blocks. Kernels take n = the number of values to use; callers pass dim. Queries are
  * always f32.
+ *
+ * Canonical scores: for each level, the one-row kernel (dot_f16, dot_q1, ...) defines the score
+ * of a row, and the many-row kernels (*_rows) return bit for bit the same value for every row,
+ * whatever the number of rows or their grouping. That is what lets a scan split across threads,
+ * rescoring, and a batch answer exactly what one query on one thread answers. The batch tile
+ * kernel (tile_f32) is the exception: it is a fast filter whose results are within a stated
+ * bound of the exact dot product, and callers confirm its hits with the one-row kernel.
  */
 #ifndef EMB_KERNELS_H
 #define EMB_KERNELS_H
@@ -24,6 +31,16 @@ typedef enum emb_simd {
     EMB_SIMD_NEON = 3,
 } emb_simd;
 
+/* The limit a batch tile compares each dot product with, in terms the caller keeps per query
+ * (qa, qc, qe: ldq values each, finite) and per row (rb, rd, rf: nr values each):
+ * lim(r, j) = fma(-qc[j], rd[r], fma(qa[j], rb[r], qe[j])) + rf[r], rounded exactly so (fused
+ * multiply-adds, then one add) at every level. search.c expresses "this pair may beat the
+ * query's worst kept hit" for every metric in this form. */
+typedef struct emb_tile_limits {
+    const float *qa, *qc, *qe;
+    const float *rb, *rd, *rf;
+} emb_tile_limits;
+
 typedef struct emb_kernels {
     emb_simd level;
     const char *name; /* "scalar", "avx2", "avx512", "neon" */
@@ -36,6 +53,38 @@ typedef struct emb_kernels {
     float (*dot_q1)(const uint8_t *blocks, const float *q, size_t n);
     void (*f16_to_f32)(const uint16_t *in, float *out, size_t n);
     void (*f32_to_f16)(const float *in, uint16_t *out, size_t n);
+    /* Many rows against one query: out[i] = the one-row kernel on row i, which starts at
+     * rows + i * stride bytes, for i in [0, nrows). Bit-identical to the one-row kernel. */
+    void (*dot_f32_rows)(const uint8_t *rows, size_t stride, size_t nrows, const float *q, size_t n,
+                         float *out);
+    void (*l2sq_f32_rows)(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                          size_t n, float *out);
+    void (*dot_f16_rows)(const uint8_t *rows, size_t stride, size_t nrows, const float *q, size_t n,
+                         float *out);
+    void (*l2sq_f16_rows)(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                          size_t n, float *out);
+    void (*dot_q1_rows)(const uint8_t *rows, size_t stride, size_t nrows, const float *q, size_t n,
+                        float *out);
+    /* Q1_0 row (n values) decoded to floats, +d or -d each: exactly emb_q1_decode. */
+    void (*q1_to_f32)(const uint8_t *blocks, float *out, size_t n);
+    /* Q1_0 rows against the query rounded to int8 per 128-value block (q1 x q8; the rounding
+     * and the arithmetic are those of emb_dot_q1q8_rows_scalar): what the 1-bit stage of a
+     * search uses unless told to use the f32 query. Integer dot products plus one fused
+     * multiply-add per block in block order, so every level returns the scalar's bits exactly.
+     * n <= EMB_MAX_DIM, q finite. */
+    void (*dot_q1q8_rows)(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                          size_t n, float *out);
+    /* Batch tile (see emb_tile_limits): for r < nr and j < nq, out[r * ldq + j] = the dot
+     * product of f32 row r (x + r * ldx, n values) with query j, the queries stored transposed
+     * (value i of query j at qt[i * ldq + j]; ldq a multiple of 16, qt 64-byte aligned, the
+     * padding columns [nq, round_up(nq, 16)) readable and zero). Bit j % 16 of
+     * hits[r * (ldq / 16) + j / 16] is set when that dot product is >= the pair's limit; the
+     * words for j < round_up(nq, 16) are written whole (bits past nq clear), no others, so a
+     * caller may pass a slice of wider arrays (qt + j0, out + j0, hits + j0 / 16, limits + j0). The
+     * order of the additions is the kernel's own: each result is within (n + 2) * 2^-24 * sum_i
+     * |x_i q_i| of the exact dot product, but not bit-identical to dot_f32. */
+    void (*tile_f32)(const float *x, size_t ldx, size_t nr, const float *qt, size_t ldq, size_t nq,
+                     size_t n, const emb_tile_limits *lim, float *out, uint16_t *hits);
 } emb_kernels;
 
 /* Chooses the best level the CPU supports, narrowed by want ("scalar", "avx2", "avx512"; NULL or
@@ -58,6 +107,23 @@ float emb_l2sq_f16_scalar(const uint16_t *row, const float *q, size_t n);
 float emb_dot_q1_scalar(const uint8_t *blocks, const float *q, size_t n);
 void emb_f16_to_f32_scalar(const uint16_t *in, float *out, size_t n);
 void emb_f32_to_f16_scalar(const float *in, uint16_t *out, size_t n);
+void emb_dot_f32_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                             size_t n, float *out);
+void emb_l2sq_f32_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                              size_t n, float *out);
+void emb_dot_f16_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                             size_t n, float *out);
+void emb_l2sq_f16_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                              size_t n, float *out);
+void emb_dot_q1_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                            size_t n, float *out);
+void emb_q1_to_f32_scalar(const uint8_t *blocks, float *out, size_t n);
+void emb_dot_q1q8_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                              size_t n, float *out);
+float emb_dot_q1q8_scalar(const uint8_t *blocks, const float *q, size_t n);
+void emb_tile_f32_scalar(const float *x, size_t ldx, size_t nr, const float *qt, size_t ldq,
+                         size_t nq, size_t n, const emb_tile_limits *lim, float *out,
+                         uint16_t *hits);
 
 /* One-value IEEE binary16 conversions: round to nearest even, overflow to infinity, NaN kept
  * (quiet), subnormals exact. */

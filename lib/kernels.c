@@ -8,7 +8,9 @@
  *
  * Levels are ordered by the emb_simd enum. A request for a level names a ceiling: the best level
  * at or below it that this build and CPU have is used, so "avx512" on an AVX2-only machine runs
- * AVX2 and anything on an x86 build without the SIMD files runs scalar.
+ * AVX2 and anything on an x86 build without the SIMD files runs scalar. The AVX-512 level has
+ * two tables, the second with the VNNI build of q1 x q8, chosen by the CPU (one name, the same
+ * results bit for bit). NEON is the level of aarch64 builds (every AArch64 CPU has it).
  *
  * Rejected: GNU ifunc resolvers (glibc-only, and tests could not narrow the level), and picking
  * per kernel rather than per table (one level per process keeps benchmarks interpretable).
@@ -34,6 +36,14 @@ static const emb_kernels scalar_kernels = {
     .dot_q1 = emb_dot_q1_scalar,
     .f16_to_f32 = emb_f16_to_f32_scalar,
     .f32_to_f16 = emb_f32_to_f16_scalar,
+    .dot_f32_rows = emb_dot_f32_rows_scalar,
+    .l2sq_f32_rows = emb_l2sq_f32_rows_scalar,
+    .dot_f16_rows = emb_dot_f16_rows_scalar,
+    .l2sq_f16_rows = emb_l2sq_f16_rows_scalar,
+    .dot_q1_rows = emb_dot_q1_rows_scalar,
+    .q1_to_f32 = emb_q1_to_f32_scalar,
+    .dot_q1q8_rows = emb_dot_q1q8_rows_scalar,
+    .tile_f32 = emb_tile_f32_scalar,
 };
 
 /* Written only by emb_kernels_init, which runs before any thread starts. */
@@ -60,6 +70,14 @@ static int cpu_has_avx512(void)
     return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
+
+/* AVX512_VNNI from CPUID leaf 7 sub-leaf 0 (ECX bit 11); the register state is the one the
+ * AVX-512 check already covers. */
+static int cpu_has_avx512vnni(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & bit_AVX512VNNI);
+}
 #endif
 
 /* The table of one level, or NULL when this build or CPU lacks it. */
@@ -69,7 +87,13 @@ const emb_kernels *emb_kernels_for(emb_simd level)
     case EMB_SIMD_SCALAR: return &scalar_kernels;
 #if defined(__x86_64__)
     case EMB_SIMD_AVX2: return cpu_has_avx2() ? &emb__kernels_avx2 : NULL;
-    case EMB_SIMD_AVX512: return cpu_has_avx512() ? &emb__kernels_avx512 : NULL;
+    case EMB_SIMD_AVX512:
+        if (!cpu_has_avx512())
+            return NULL;
+        return cpu_has_avx512vnni() ? &emb__kernels_avx512_vnni : &emb__kernels_avx512;
+#endif
+#if defined(__aarch64__)
+    case EMB_SIMD_NEON: return &emb__kernels_neon;
 #endif
     default: return NULL;
     }

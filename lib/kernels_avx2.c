@@ -17,10 +17,13 @@
  * (vpsllvd), which moves each value's inverted bit into that lane's float sign position; XOR with
  * the query then negates exactly the lanes whose bit is 0. That is four instructions per eight
  * values, against five for the broadcast / and / compare / blend alternative.
+ * The q1 x q8 kernel spreads sign bytes over byte lanes with vpshufb instead (see
+ * dot_q1q8_rows_avx2), and the batch tile keeps 4 rows x 16 queries in 8 ymm accumulators.
  */
 #if defined(__x86_64__)
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "emb_format.h"
@@ -41,7 +44,8 @@ static inline float hsum(__m256 v)
     return _mm_cvtss_f32(x);
 }
 
-static float dot_f32_avx2(const float *a, const float *b, size_t n)
+static inline __attribute__((always_inline)) float dot_f32_avx2(const float *a, const float *b,
+                                                                size_t n)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
@@ -67,7 +71,8 @@ static inline __m256 sqdiff_acc(__m256 a, __m256 b, __m256 acc)
     return _mm256_fmadd_ps(d, d, acc);
 }
 
-static float l2sq_f32_avx2(const float *a, const float *b, size_t n)
+static inline __attribute__((always_inline)) float l2sq_f32_avx2(const float *a, const float *b,
+                                                                 size_t n)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
@@ -101,7 +106,8 @@ static inline __m256 load_f16_tail(const uint16_t *p, size_t r)
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)buf));
 }
 
-static float dot_f16_avx2(const uint16_t *row, const float *q, size_t n)
+static inline __attribute__((always_inline)) float dot_f16_avx2(const uint16_t *row, const float *q,
+                                                                size_t n)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
@@ -121,7 +127,8 @@ static float dot_f16_avx2(const uint16_t *row, const float *q, size_t n)
     return hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
 }
 
-static float l2sq_f16_avx2(const uint16_t *row, const float *q, size_t n)
+static inline __attribute__((always_inline)) float l2sq_f16_avx2(const uint16_t *row,
+                                                                 const float *q, size_t n)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
@@ -150,7 +157,8 @@ static inline __m256 apply_signs(__m256 q, __m256i nbits, __m256i shift)
     return _mm256_xor_ps(q, _mm256_castsi256_ps(flip));
 }
 
-static float dot_q1_avx2(const uint8_t *blocks, const float *q, size_t n)
+static inline __attribute__((always_inline)) float dot_q1_avx2(const uint8_t *blocks,
+                                                               const float *q, size_t n)
 {
     /* Shift counts for the four groups of eight values in one 32-bit word of sign bits. */
     const __m256i sh0 = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
@@ -230,6 +238,200 @@ static void f32_to_f16_avx2(const float *in, uint16_t *out, size_t n)
     }
 }
 
+/* ---- many rows, one query: the one-row kernels inlined in a loop (bit-identical) ---- */
+
+/* Software prefetch distance of the many-row scans (see kernels_avx512.c). */
+#define PF_BYTES 8192u
+
+/* Prefetches the part of row i's successor PF_BYTES ahead that lies inside the nrows rows. */
+static inline __attribute__((always_inline)) void prefetch_ahead(const uint8_t *rows, size_t stride,
+                                                                 size_t nrows, size_t i)
+{
+    const size_t at = i * stride + PF_BYTES, end = nrows * stride;
+    for (size_t b = 0; b < stride && at + b < end; b += 64)
+        _mm_prefetch((const char *)rows + at + b, _MM_HINT_T0);
+}
+
+static void dot_f32_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                              size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++) {
+        prefetch_ahead(rows, stride, nrows, i);
+        out[i] = dot_f32_avx2((const float *)(const void *)(rows + i * stride), q, n);
+    }
+}
+
+static void l2sq_f32_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                               size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++) {
+        prefetch_ahead(rows, stride, nrows, i);
+        out[i] = l2sq_f32_avx2((const float *)(const void *)(rows + i * stride), q, n);
+    }
+}
+
+static void dot_f16_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                              size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++) {
+        prefetch_ahead(rows, stride, nrows, i);
+        out[i] = dot_f16_avx2((const uint16_t *)(const void *)(rows + i * stride), q, n);
+    }
+}
+
+static void l2sq_f16_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                               size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++) {
+        prefetch_ahead(rows, stride, nrows, i);
+        out[i] = l2sq_f16_avx2((const uint16_t *)(const void *)(rows + i * stride), q, n);
+    }
+}
+
+static void dot_q1_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                             size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = dot_q1_avx2(rows + i * stride, q, n);
+}
+
+/* Q1_0 blocks to floats: the inverted sign bits moved to each lane's sign position (as in
+ * apply_signs) and XORed into +d. */
+static void q1_to_f32_avx2(const uint8_t *blocks, float *out, size_t n)
+{
+    const __m256i sh[4] = {_mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24),
+                           _mm256_setr_epi32(23, 22, 21, 20, 19, 18, 17, 16),
+                           _mm256_setr_epi32(15, 14, 13, 12, 11, 10, 9, 8),
+                           _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0)};
+    for (size_t j0 = 0; j0 < n; j0 += EMB_Q1_GROUP, blocks += EMB_Q1_BLOCK) {
+        uint16_t dh;
+        uint32_t w[4];
+        memcpy(&dh, blocks, sizeof dh);
+        memcpy(w, blocks + 2, sizeof w);
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(dh));
+        const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+        for (size_t c = 0; c * 8 < cnt; c++) {
+            const __m256 v = apply_signs(d, _mm256_set1_epi32((int)~w[c / 4]), sh[c % 4]);
+            if (cnt - c * 8 >= 8)
+                _mm256_storeu_ps(out + j0 + c * 8, v);
+            else
+                _mm256_maskstore_ps(out + j0 + c * 8, lane_mask(cnt - c * 8), v);
+        }
+    }
+}
+
+/* ---- q1 x q8 ---- */
+
+/* Sum of the eight 32-bit lanes. */
+static inline int32_t hsum_epi32(__m256i v)
+{
+    __m128i x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4e));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xb1));
+    return _mm_cvtsi128_si32(x);
+}
+
+/* Q1_0 rows against the query rounded to int8 (the scalar twin's arithmetic, so its bits): per
+ * 32 values, the 4 bytes of signs are broadcast, each byte spread over 8 lanes (vpshufb), its
+ * bit isolated and turned into a 0/1 byte (and, min), and vpmaddubsw + vpmaddwd sum the
+ * products with the int8 query into 32-bit lanes. */
+static void dot_q1q8_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                               size_t n, float *out)
+{
+    _Alignas(32) int8_t qi[EMB__Q8_GROUP];
+    float delta[EMB__Q8_BLOCKS];
+    int32_t isum[EMB__Q8_BLOCKS];
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                            2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bitsel = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = 0.0f;
+    for (size_t g0 = 0; g0 < n; g0 += EMB__Q8_GROUP) {
+        const size_t nb = emb__q8_group(q, n, g0, qi, delta, isum);
+        for (size_t i = 0; i < nrows; i++) {
+            const uint8_t *blk = rows + i * stride + g0 / EMB_Q1_GROUP * EMB_Q1_BLOCK;
+            float tot = out[i];
+            for (size_t b = 0; b < nb; b++, blk += EMB_Q1_BLOCK) {
+                uint16_t dh;
+                memcpy(&dh, blk, sizeof dh);
+                __m256i acc = _mm256_setzero_si256();
+                for (size_t c = 0; c < 4; c++) {
+                    uint32_t w;
+                    memcpy(&w, blk + 2 + 4 * c, sizeof w);
+                    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)w), spread);
+                    const __m256i a = _mm256_min_epu8(_mm256_and_si256(v, bitsel), ones8);
+                    const __m256i qv =
+                        _mm256_load_si256((const __m256i *)(const void *)(qi + b * 128 + 32 * c));
+                    acc = _mm256_add_epi32(acc,
+                                           _mm256_madd_epi16(_mm256_maddubs_epi16(a, qv), ones16));
+                }
+                const int32_t t = hsum_epi32(acc);
+                tot = fmaf(_cvtsh_ss(dh) * delta[b], (float)(2 * t - isum[b]), tot);
+            }
+            out[i] = tot;
+        }
+    }
+}
+
+/* ---- batch tile ---- */
+
+/* R rows x 16 queries (two vectors) from row r0 and query j0: fused multiply-adds in value
+ * order, one accumulator per row and vector (2 R independent chains), then the limit test. R is
+ * a constant at every call. */
+static inline __attribute__((always_inline)) void
+tile_block_avx2(const float *x, size_t ldx, size_t r0, size_t R, const float *qt, size_t ldq,
+                size_t j0, size_t nq, size_t n, const emb_tile_limits *lim, float *out,
+                uint16_t *hits)
+{
+    __m256 acc[4][2];
+#pragma GCC unroll 4
+    for (size_t r = 0; r < R; r++)
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    const float *xr = x + r0 * ldx;
+    for (size_t i = 0; i < n; i++) {
+        const __m256 q0 = _mm256_load_ps(qt + i * ldq + j0);
+        const __m256 q1 = _mm256_load_ps(qt + i * ldq + j0 + 8);
+#pragma GCC unroll 4
+        for (size_t r = 0; r < R; r++) {
+            const __m256 xv = _mm256_broadcast_ss(xr + r * ldx + i);
+            acc[r][0] = _mm256_fmadd_ps(xv, q0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(xv, q1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 4
+    for (size_t r = 0; r < R; r++) {
+        const size_t row = r0 + r;
+        const __m256 rb = _mm256_set1_ps(lim->rb[row]), rd = _mm256_set1_ps(lim->rd[row]);
+        const __m256 rf = _mm256_set1_ps(lim->rf[row]);
+        unsigned m = 0;
+        for (size_t h = 0; h < 2; h++) {
+            const size_t j = j0 + 8 * h;
+            __m256 l =
+                _mm256_fmadd_ps(_mm256_loadu_ps(lim->qa + j), rb, _mm256_loadu_ps(lim->qe + j));
+            l = _mm256_add_ps(_mm256_fnmadd_ps(_mm256_loadu_ps(lim->qc + j), rd, l), rf);
+            _mm256_storeu_ps(out + row * ldq + j, acc[r][h]);
+            m |= (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(acc[r][h], l, _CMP_GE_OQ)) << (8 * h);
+        }
+        if (nq - j0 < 16)
+            m &= (1u << (nq - j0)) - 1u;
+        hits[row * (ldq / 16) + j0 / 16] = (uint16_t)m;
+    }
+}
+
+static void tile_f32_avx2(const float *x, size_t ldx, size_t nr, const float *qt, size_t ldq,
+                          size_t nq, size_t n, const emb_tile_limits *lim, float *out,
+                          uint16_t *hits)
+{
+    for (size_t j0 = 0; j0 < nq; j0 += 16) {
+        size_t r0 = 0;
+        for (; r0 + 4 <= nr; r0 += 4)
+            tile_block_avx2(x, ldx, r0, 4, qt, ldq, j0, nq, n, lim, out, hits);
+        for (; r0 < nr; r0++)
+            tile_block_avx2(x, ldx, r0, 1, qt, ldq, j0, nq, n, lim, out, hits);
+    }
+}
+
 const emb_kernels emb__kernels_avx2 = {
     .level = EMB_SIMD_AVX2,
     .name = "avx2",
@@ -240,6 +442,14 @@ const emb_kernels emb__kernels_avx2 = {
     .dot_q1 = dot_q1_avx2,
     .f16_to_f32 = f16_to_f32_avx2,
     .f32_to_f16 = f32_to_f16_avx2,
+    .dot_f32_rows = dot_f32_rows_avx2,
+    .l2sq_f32_rows = l2sq_f32_rows_avx2,
+    .dot_f16_rows = dot_f16_rows_avx2,
+    .l2sq_f16_rows = l2sq_f16_rows_avx2,
+    .dot_q1_rows = dot_q1_rows_avx2,
+    .q1_to_f32 = q1_to_f32_avx2,
+    .dot_q1q8_rows = dot_q1q8_rows_avx2,
+    .tile_f32 = tile_f32_avx2,
 };
 
 #endif

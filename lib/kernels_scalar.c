@@ -11,10 +11,12 @@
  * Rejected: Kahan summation in float (double is simpler and at least as exact for n <= 65536),
  * and a half-conversion lookup table (64 KiB of cache for no measurable gain on this path).
  */
+#include <math.h>
 #include <string.h>
 
 #include "emb_format.h"
 #include "emb_kernels.h"
+#include "kernels_internal.h"
 
 static uint32_t f32_bits(float f)
 {
@@ -164,4 +166,155 @@ void emb_f32_to_f16_scalar(const float *in, uint16_t *out, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         out[i] = emb_f32_to_f16(in[i]);
+}
+
+/* ---- many rows, one query: the one-row oracles in a loop ---- */
+
+void emb_dot_f32_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                             size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = emb_dot_f32_scalar((const float *)(const void *)(rows + i * stride), q, n);
+}
+
+void emb_l2sq_f32_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                              size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = emb_l2sq_f32_scalar((const float *)(const void *)(rows + i * stride), q, n);
+}
+
+void emb_dot_f16_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                             size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = emb_dot_f16_scalar((const uint16_t *)(const void *)(rows + i * stride), q, n);
+}
+
+void emb_l2sq_f16_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                              size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = emb_l2sq_f16_scalar((const uint16_t *)(const void *)(rows + i * stride), q, n);
+}
+
+void emb_dot_q1_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                            size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = emb_dot_q1_scalar(rows + i * stride, q, n);
+}
+
+/* The limit of pair (r, j), rounded as every level rounds it. */
+static float tile_limit(const emb_tile_limits *lim, size_t r, size_t j)
+{
+    return fmaf(-lim->qc[j], lim->rd[r], fmaf(lim->qa[j], lim->rb[r], lim->qe[j])) + lim->rf[r];
+}
+
+/* Batch tile oracle: each dot product in double, rounded once, then the limit test. */
+void emb_tile_f32_scalar(const float *x, size_t ldx, size_t nr, const float *qt, size_t ldq,
+                         size_t nq, size_t n, const emb_tile_limits *lim, float *out,
+                         uint16_t *hits)
+{
+    for (size_t r = 0; r < nr; r++) {
+        const float *xr = x + r * ldx;
+        for (size_t g = 0; g < (nq + 15) / 16; g++)
+            hits[r * (ldq / 16) + g] = 0;
+        for (size_t j = 0; j < nq; j++) {
+            double s = 0.0;
+            for (size_t i = 0; i < n; i++)
+                s += (double)xr[i] * (double)qt[i * ldq + j];
+            const float d = (float)s;
+            out[r * ldq + j] = d;
+            if (d >= tile_limit(lim, r, j))
+                hits[r * (ldq / 16) + j / 16] |= (uint16_t)(1u << (j % 16));
+        }
+    }
+}
+
+void emb_q1_to_f32_scalar(const uint8_t *blocks, float *out, size_t n)
+{
+    for (size_t j0 = 0; j0 < n; j0 += EMB_Q1_GROUP, blocks += EMB_Q1_BLOCK) {
+        const float d = emb_f16_to_f32((uint16_t)(blocks[0] | blocks[1] << 8));
+        const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+        for (size_t j = 0; j < cnt; j++)
+            out[j0 + j] = (blocks[2 + j / 8] >> (j % 8) & 1) ? d : -d;
+    }
+}
+
+/* ---- q1 rows against the query rounded to int8 per block (q1 x q8) ---- */
+
+float emb__q8_block(const float *q, size_t cnt, int8_t *out, int32_t *isum)
+{
+    float m = 0.0f;
+    for (size_t j = 0; j < cnt; j++) {
+        const float a = fabsf(q[j]);
+        m = a > m ? a : m;
+    }
+    int32_t s = 0;
+    if (m == 0.0f) {
+        memset(out, 0, EMB_Q1_GROUP);
+        *isum = 0;
+        return 0.0f;
+    }
+    const float inv = 127.0f / m;
+    for (size_t j = 0; j < cnt; j++) {
+        /* Adding and subtracting 1.5 * 2^23 rounds to the nearest integer, ties to even, in
+         * two float additions (no libm call, the same on every target: the library is built
+         * with -ffp-contract=off, so the product is rounded before the sum). */
+        const float y = q[j] * inv;
+        const float r = (y + 0x1.8p23f) - 0x1.8p23f;
+        out[j] = (int8_t)r;
+        s += out[j];
+    }
+    memset(out + cnt, 0, EMB_Q1_GROUP - cnt);
+    *isum = s;
+    return m / 127.0f;
+}
+
+size_t emb__q8_group(const float *q, size_t n, size_t g0, int8_t *qi, float *delta, int32_t *isum)
+{
+    const size_t gn = n - g0 < EMB__Q8_GROUP ? n - g0 : EMB__Q8_GROUP;
+    size_t b = 0;
+    for (size_t j = 0; j < gn; j += EMB_Q1_GROUP, b++) {
+        const size_t cnt = gn - j < EMB_Q1_GROUP ? gn - j : EMB_Q1_GROUP;
+        delta[b] = emb__q8_block(q + g0 + j, cnt, qi + j, &isum[b]);
+    }
+    return b;
+}
+
+/* Q1_0 rows against the query rounded to int8 per block: per block, T = sum of i_j over the
+ * set bits (exact, in integers), v = 2 T - sum_j i_j = sum_j s_j i_j, and the row's score is
+ * the fused sum over blocks, in block order, of (d_b * delta_b) * v_b. Every level computes
+ * exactly these operations, so every level returns exactly these bits. */
+void emb_dot_q1q8_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                              size_t n, float *out)
+{
+    int8_t qi[EMB__Q8_GROUP];
+    float delta[EMB__Q8_BLOCKS];
+    int32_t isum[EMB__Q8_BLOCKS];
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = 0.0f;
+    for (size_t g0 = 0; g0 < n; g0 += EMB__Q8_GROUP) {
+        const size_t nb = emb__q8_group(q, n, g0, qi, delta, isum);
+        for (size_t i = 0; i < nrows; i++) {
+            const uint8_t *blk = rows + i * stride + g0 / EMB_Q1_GROUP * EMB_Q1_BLOCK;
+            float tot = out[i];
+            for (size_t b = 0; b < nb; b++, blk += EMB_Q1_BLOCK) {
+                const float d = emb_f16_to_f32((uint16_t)(blk[0] | blk[1] << 8));
+                int32_t t = 0;
+                for (size_t j = 0; j < EMB_Q1_GROUP; j++)
+                    t += (blk[2 + j / 8] >> (j % 8) & 1) * qi[b * EMB_Q1_GROUP + j];
+                tot = fmaf(d * delta[b], (float)(2 * t - isum[b]), tot);
+            }
+            out[i] = tot;
+        }
+    }
+}
+
+float emb_dot_q1q8_scalar(const uint8_t *blocks, const float *q, size_t n)
+{
+    float out;
+    emb_dot_q1q8_rows_scalar(blocks, 0, 1, q, n, &out);
+    return out;
 }

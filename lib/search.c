@@ -10,6 +10,11 @@
  * dot; l2 ranks by -|q - r|^2 inside the heap and reports the distance |q - r|. The q1 stage
  * ranks by the same metric on the dequantised row, with its norm from the block scales, so the
  * stage never needs the exact row. Nothing here allocates: emb_scratch is made once per thread.
+ *
+ * Rows are scored SCAN_ROWS at a time by the many-row kernels, which return the one-row
+ * kernels' bits, and only rows that beat the worst kept hit reach the heap. The q1 stage uses
+ * q1 x q8 (the query rounded to int8 per block) unless emb_search_params.q1_f32. Batches: see
+ * "many queries in one pass" below.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -17,6 +22,7 @@
 
 #include "emb.h"
 #include "emb_kernels.h"
+#include "kernels_internal.h"
 #include "store_internal.h"
 
 struct emb_scratch {
@@ -74,6 +80,7 @@ typedef struct query_ctx {
     const float *q;
     float qn, qn2;
     emb_metric metric;
+    int q1_f32; /* q1 rows against the f32 query (else the int8-rounded one) */
 } query_ctx;
 
 static float cos_of(float dot, float qn, float rn)
@@ -82,33 +89,47 @@ static float cos_of(float dot, float qn, float rn)
     return den > 0 ? dot / den : 0.0f;
 }
 
-/* Heap score (higher is better) of row r in codec. */
-static float score_row(const query_ctx *c, uint32_t codec, uint64_t r)
+/* Heap scores (higher is better) of rows [r0, r0 + nr) of codec into out[nr]. Every score of
+ * a row goes through here, one row or many: the many-row kernels are bit-identical to the
+ * one-row ones, so a row scores the same in a scan, a split scan, a rescoring or a batch. */
+static void score_rows(const query_ctx *c, uint32_t codec, uint64_t r0, size_t nr, float *out)
 {
     const emb_store *s = c->s;
     const uint32_t dim = s->dim;
     if (codec == EMB_CODEC_Q1) {
-        const uint8_t *row = s->rows_q1 + r * s->stride_q1;
-        float dot = c->kn->dot_q1(row, c->q, dim);
+        const uint8_t *rows = s->rows_q1 + r0 * s->stride_q1;
+        (c->q1_f32 ? c->kn->dot_q1_rows : c->kn->dot_q1q8_rows)(rows, s->stride_q1, nr, c->q, dim,
+                                                                out);
         if (c->metric == EMB_METRIC_DOT)
-            return dot;
-        float rn2 = emb_q1_norm2(row, dim);
-        if (c->metric == EMB_METRIC_COS)
-            return cos_of(dot, c->qn, sqrtf(rn2));
-        return -(c->qn2 - 2 * dot + rn2);
+            return;
+        for (size_t i = 0; i < nr; i++) {
+            const float rn2 = emb_q1_norm2(rows + i * s->stride_q1, dim);
+            out[i] = c->metric == EMB_METRIC_COS ? cos_of(out[i], c->qn, sqrtf(rn2))
+                                                 : -(c->qn2 - 2 * out[i] + rn2);
+        }
+        return;
     }
-    if (codec == EMB_CODEC_F16) {
-        const uint16_t *row = (const uint16_t *)(s->rows_f16 + r * s->stride_f16);
-        if (c->metric == EMB_METRIC_L2)
-            return -c->kn->l2sq_f16(row, c->q, dim);
-        float dot = c->kn->dot_f16(row, c->q, dim);
-        return c->metric == EMB_METRIC_DOT ? dot : cos_of(dot, c->qn, s->norms[r]);
+    const int f16 = codec == EMB_CODEC_F16;
+    const uint8_t *rows = f16 ? s->rows_f16 + r0 * s->stride_f16 : s->rows_f32 + r0 * s->stride_f32;
+    const size_t stride = f16 ? s->stride_f16 : s->stride_f32;
+    if (c->metric == EMB_METRIC_L2) {
+        (f16 ? c->kn->l2sq_f16_rows : c->kn->l2sq_f32_rows)(rows, stride, nr, c->q, dim, out);
+        for (size_t i = 0; i < nr; i++)
+            out[i] = -out[i];
+        return;
     }
-    const float *row = (const float *)(s->rows_f32 + r * s->stride_f32);
-    if (c->metric == EMB_METRIC_L2)
-        return -c->kn->l2sq_f32(row, c->q, dim);
-    float dot = c->kn->dot_f32(row, c->q, dim);
-    return c->metric == EMB_METRIC_DOT ? dot : cos_of(dot, c->qn, s->norms[r]);
+    (f16 ? c->kn->dot_f16_rows : c->kn->dot_f32_rows)(rows, stride, nr, c->q, dim, out);
+    if (c->metric == EMB_METRIC_COS)
+        for (size_t i = 0; i < nr; i++)
+            out[i] = cos_of(out[i], c->qn, s->norms[r0 + i]);
+}
+
+/* Heap score of row r in codec. */
+static float score_row(const query_ctx *c, uint32_t codec, uint64_t r)
+{
+    float out;
+    score_rows(c, codec, r, 1, &out);
+    return out;
 }
 
 float emb__score(const emb_store *s, uint32_t codec, emb_metric metric, const float *q, float qn2,
@@ -119,15 +140,52 @@ float emb__score(const emb_store *s, uint32_t codec, emb_metric metric, const fl
     return score_row(&c, codec, r);
 }
 
+/* Rows scored per kernel call in a scan: enough to amortise the call and the query set-up (q1
+ * x q8 rounds the query once per call, a fifth of the scan's time at 512 rows per call),
+ * few enough that the 8 KiB of scores stay in L1. */
+#define SCAN_ROWS 2048u
+
+/* Offers the scores sc[0..n) of rows r0.. to t, skipping p's exclusions and the id self. Most
+ * rows lose to the worst hit kept, so that test comes first and costs one compare; exclusions
+ * are looked up only for rows that would enter the heap. */
+static void offer(emb_topk *t, const float *sc, size_t n, uint64_t r0, const emb_search_params *p,
+                  uint64_t self)
+{
+    if (t->k == 0)
+        return;
+    float worst = t->n == t->k ? t->hits[0].score : -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        if (i % 16 == 0 && n - i >= 16) {
+            /* Sixteen rows at a time: a fixed-length loop the compiler turns into a few
+             * vector compares, so rows that all lose cost a fraction of a compare each. */
+            int any = 0;
+            for (size_t j = 0; j < 16; j++)
+                any |= sc[i + j] >= worst;
+            if (!any) {
+                i += 15;
+                continue;
+            }
+        }
+        if (!(sc[i] >= worst)) /* also drops NaN, which the heap refuses anyway */
+            continue;
+        const uint64_t r = r0 + i;
+        if (r == self || (p->n_exclude && excluded(p, r)))
+            continue;
+        emb_topk_push(t, sc[i], r);
+        if (t->n == t->k)
+            worst = t->hits[0].score;
+    }
+}
+
 /* Scores rows [lo, hi) into t, skipping p's exclusions and the id self. */
 static void scan_range(const query_ctx *c, uint32_t codec, const emb_search_params *p,
                        uint64_t self, emb_topk *t, uint64_t lo, uint64_t hi)
 {
-    for (uint64_t r = lo; r < hi; r++) {
-        float sc = score_row(c, codec, r);
-        if (r == self || (p->n_exclude && excluded(p, r)))
-            continue;
-        emb_topk_push(t, sc, r);
+    float sc[SCAN_ROWS];
+    for (uint64_t r0 = lo; r0 < hi; r0 += SCAN_ROWS) {
+        const size_t n = hi - r0 < SCAN_ROWS ? (size_t)(hi - r0) : SCAN_ROWS;
+        score_rows(c, codec, r0, n, sc);
+        offer(t, sc, n, r0, p, self);
     }
 }
 
@@ -167,7 +225,8 @@ static int plan(const emb_store *s, const float *query, const emb_search_params 
 {
     if (p->k == 0 || p->k > EMB_MAX_K || (unsigned)p->metric > EMB_METRIC_L2)
         return EMB_EINVAL;
-    *c = (query_ctx){.s = s, .kn = emb_kernels_get(), .q = query, .metric = p->metric};
+    *c = (query_ctx){
+        .s = s, .kn = emb_kernels_get(), .q = query, .metric = p->metric, .q1_f32 = p->q1_f32};
     double qn2 = 0;
     for (uint32_t j = 0; j < s->dim; j++) {
         if (!isfinite(query[j]))
@@ -265,23 +324,55 @@ int emb_search(const emb_store *s, const float *query, const emb_search_params *
 
 /* ---- many queries in one pass ------------------------------------------------------------ */
 
-/* Bytes of rows scored for every query before moving on: small enough that the block stays in
- * L2 (1 MiB per core on the machines we measure) next to the queries. */
-#define BATCH_BLOCK_BYTES (256u << 10)
+/* A batch reads each block of rows once for all its queries. Small batches score the block with
+ * the many-row kernels, query by query (the block stays in L2). From BATCH_TILE_MIN queries on,
+ * the block is widened to f32 once (f16 converted, q1 decoded to +-d) and the batch tile kernel
+ * multiplies it with all queries at once, 6 rows x 32 queries per step in registers. The tile's
+ * sums are not the canonical scores (another order of additions; for q1 the f32 product of the
+ * decoded row with the int8-rounded query), so the tile only filters: a pair is confirmed with
+ * the one-row kernel when its tile estimate could reach the query's worst kept hit, with a
+ * margin that bounds both computations' rounding (see limits_for). Everything that enters a
+ * heap is a canonical score, so a batch answers exactly what emb_search answers.
+ *
+ * Rejected: making the tile itself bit-identical to the one-row kernels (it would need their
+ * four accumulators and horizontal sums per pair, the very cost the tile removes), and BLAS
+ * (no dependency, and the filter would still be needed for the exact scores). */
+
+/* Bytes of a block of rows, widened to f32: stays in L2 with the transposed queries. */
+#define BATCH_BLOCK_BYTES (96u << 10)
+/* Queries per tile call: their transposed slice (dim x 64 floats) stays in L2. */
+#define BATCH_QUERIES 64u
+/* Below this many queries the tile's 16-wide columns are mostly padding. */
+#define BATCH_TILE_MIN 8u
 
 struct emb_batch_scratch {
-    uint32_t dim, max_nq, max_cand;
+    uint32_t dim, max_nq, max_cand, ldq, ldx, block;
     emb_hit *cand;   /* max_nq x max_cand */
     emb_hit *best;   /* max_nq x EMB_MAX_K */
     emb_topk *heaps; /* max_nq */
     query_ctx *ctx;  /* max_nq */
+    /* The tile path: */
+    float *qt;           /* dim x ldq, 64-byte aligned: query j's value i at qt[i * ldq + j] */
+    float *qa, *qc, *qe; /* ldq: per-query terms of the limit */
+    float *worst;        /* ldq: the worst kept score of each heap, -inf while not full */
+    float *xb;           /* block x ldx, 64-byte aligned: the block's rows as f32 */
+    float *rb, *rd, *rf; /* block: per-row terms of the limit */
+    float *xn;           /* block: |row| of the widened row */
+    float *dots;         /* block x ldq: the tile's estimates */
+    uint16_t *hits;      /* block x ldq / 16 */
+    int8_t *qi;          /* EMB_Q1_GROUP: one block of a query rounded to int8 */
 };
+
+static void *alloc64(size_t bytes)
+{
+    return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}
 
 emb_batch_scratch *emb_batch_scratch_new(uint32_t dim, uint32_t max_nq, uint32_t max_candidates)
 {
     if (max_candidates < EMB_MAX_K)
         max_candidates = EMB_MAX_K;
-    if (max_nq == 0)
+    if (max_nq == 0 || dim == 0)
         return NULL;
     emb_batch_scratch *b = calloc(1, sizeof *b);
     if (!b)
@@ -289,14 +380,34 @@ emb_batch_scratch *emb_batch_scratch_new(uint32_t dim, uint32_t max_nq, uint32_t
     b->dim = dim;
     b->max_nq = max_nq;
     b->max_cand = max_candidates;
+    b->ldq = (max_nq + 15) / 16 * 16;
+    b->ldx = (dim + 15) / 16 * 16;
+    b->block = BATCH_BLOCK_BYTES / (b->ldx * 4u);
+    if (b->block < 6)
+        b->block = 6;
+    const size_t ldq = b->ldq, blk = b->block;
     b->cand = malloc((size_t)max_nq * max_candidates * sizeof *b->cand);
     b->best = malloc((size_t)max_nq * EMB_MAX_K * sizeof *b->best);
     b->heaps = malloc((size_t)max_nq * sizeof *b->heaps);
     b->ctx = malloc((size_t)max_nq * sizeof *b->ctx);
-    if (!b->cand || !b->best || !b->heaps || !b->ctx) {
+    b->qt = alloc64((size_t)dim * ldq * sizeof *b->qt);
+    b->qa = malloc(ldq * 4 * sizeof *b->qa);
+    b->xb = alloc64(blk * b->ldx * sizeof *b->xb);
+    b->rb = malloc(blk * 4 * sizeof *b->rb);
+    b->dots = alloc64(blk * ldq * sizeof *b->dots);
+    b->hits = malloc(blk * (ldq / 16) * sizeof *b->hits);
+    b->qi = malloc(EMB_Q1_GROUP);
+    if (!b->cand || !b->best || !b->heaps || !b->ctx || !b->qt || !b->qa || !b->xb || !b->rb ||
+        !b->dots || !b->hits || !b->qi) {
         emb_batch_scratch_free(b);
         return NULL;
     }
+    b->qc = b->qa + ldq;
+    b->qe = b->qa + 2 * ldq;
+    b->worst = b->qa + 3 * ldq;
+    b->rd = b->rb + blk;
+    b->rf = b->rb + 2 * blk;
+    b->xn = b->rb + 3 * blk;
     return b;
 }
 
@@ -308,18 +419,30 @@ void emb_batch_scratch_free(emb_batch_scratch *b)
     free(b->best);
     free(b->heaps);
     free(b->ctx);
+    free(b->qt);
+    free(b->qa);
+    free(b->xb);
+    free(b->rb);
+    free(b->dots);
+    free(b->hits);
+    free(b->qi);
     free(b);
 }
 
-/* One pass over the rows of codec for all queries, block by block, into heaps[i]. */
+static size_t codec_stride(const emb_store *s, uint32_t codec)
+{
+    return codec == EMB_CODEC_Q1    ? s->stride_q1
+           : codec == EMB_CODEC_F16 ? s->stride_f16
+                                    : s->stride_f32;
+}
+
+/* One pass over the rows of codec for all queries, block by block, with the many-row kernels
+ * query by query, into heaps[i]. */
 static void scan_blocked(const emb_batch_scratch *b, uint32_t nq, uint32_t codec,
                          const emb_search_params *p, const uint64_t *self, emb_topk *heaps)
 {
     const emb_store *s = b->ctx[0].s;
-    size_t stride = codec == EMB_CODEC_Q1    ? s->stride_q1
-                    : codec == EMB_CODEC_F16 ? s->stride_f16
-                                             : s->stride_f32;
-    uint64_t block = BATCH_BLOCK_BYTES / stride;
+    uint64_t block = (256u << 10) / codec_stride(s, codec);
     if (block == 0)
         block = 1;
     for (uint64_t lo = 0; lo < s->rows; lo += block) {
@@ -327,6 +450,159 @@ static void scan_blocked(const emb_batch_scratch *b, uint32_t nq, uint32_t codec
         for (uint32_t i = 0; i < nq; i++)
             scan_range(&b->ctx[i], codec, p, self ? self[i] : UINT64_MAX, &heaps[i], lo, hi);
     }
+}
+
+/* Relative margin of the tile filter for n values: the tile's sum and the canonical one are
+ * each within (n + 2) 2^-24 sum |x_i q_i| <= (n + 2) 2^-24 |x| |q| of the exact product; four
+ * times that covers both, the rounding of the limit and of |x| itself. */
+static float tile_kappa(uint32_t n)
+{
+    return 4.0f * (float)(n + 16) * 0x1p-24f;
+}
+
+/* Sets query j's limit terms from its heap: while the heap is not full every pair is a hit;
+ * then a pair (r, j) is a hit when the tile's dot could give a score >= the worst kept one.
+ * With W the worst score, q = |query|, x = |row| (widened), rn = the norm the canonical score
+ * divides by, k = tile_kappa, the dot-product limits are:
+ *   dot  W - k q x
+ *   cos  q rn (W - 2^-22) - k q x
+ *   l2   (W + q^2 (1 - k)) / 2 + x^2 (1 - k) / 2 - k q x
+ * A zero (or overflowing) query, and a zero (or overflowing) row, make every pair they are in a
+ * hit: the limit is -inf, built so that no infinity meets a zero (which would give NaN, never a
+ * hit), and the one-row kernel decides. */
+static void limits_for(emb_batch_scratch *b, uint32_t j, float kappa)
+{
+    const query_ctx *c = &b->ctx[j];
+    const emb_topk *t = &b->heaps[j];
+    const float w = t->k && t->n == t->k ? t->hits[0].score : -INFINITY;
+    b->worst[j] = w;
+    b->qa[j] = 0.0f;
+    b->qc[j] = kappa * c->qn;
+    b->qe[j] = w;
+    if (w == -INFINITY || !(c->qn > 0.0f) || !isfinite(c->qn2)) {
+        b->qc[j] = 0.0f;
+        b->qe[j] = -INFINITY;
+    } else if (c->metric == EMB_METRIC_COS) {
+        b->qa[j] = c->qn * (w - 0x1p-22f);
+        b->qe[j] = 0.0f;
+    } else if (c->metric == EMB_METRIC_L2) {
+        b->qe[j] = (w + c->qn2 * (1.0f - kappa)) * 0.5f;
+    }
+}
+
+/* Widens rows [r0, r0 + nr) of codec into b->xb and sets their limit terms. */
+static void widen_block(emb_batch_scratch *b, uint32_t codec, emb_metric metric, uint64_t r0,
+                        size_t nr, float kappa)
+{
+    const query_ctx *c = &b->ctx[0];
+    const emb_store *s = c->s;
+    const uint32_t dim = s->dim;
+    for (size_t r = 0; r < nr; r++) {
+        float *x = b->xb + r * b->ldx;
+        float rn;
+        if (codec == EMB_CODEC_Q1) {
+            const uint8_t *row = s->rows_q1 + (r0 + r) * s->stride_q1;
+            c->kn->q1_to_f32(row, x, dim);
+            rn = sqrtf(emb_q1_norm2(row, dim));
+        } else if (codec == EMB_CODEC_F16) {
+            c->kn->f16_to_f32((const uint16_t *)(s->rows_f16 + (r0 + r) * s->stride_f16), x, dim);
+            rn = s->norms[r0 + r];
+        } else {
+            memcpy(x, s->rows_f32 + (r0 + r) * s->stride_f32, dim * sizeof *x);
+            rn = s->norms[r0 + r];
+        }
+        const float xn2 = c->kn->dot_f32(x, x, dim);
+        const float xn = sqrtf(xn2);
+        b->xn[r] = xn;
+        b->rb[r] = metric == EMB_METRIC_COS ? rn : 0.0f;
+        b->rd[r] = xn;
+        b->rf[r] = metric == EMB_METRIC_L2 ? xn2 * (1.0f - kappa) * 0.5f : 0.0f;
+        if (!isfinite(xn2) || (metric == EMB_METRIC_COS && !(rn > 0.0f))) {
+            /* Always a hit, with no infinity that could meet a zero in the limit: a zero row
+             * (cos scores it 0) or one whose squared norm overflows. */
+            b->rb[r] = b->rd[r] = 0.0f;
+            b->rf[r] = -INFINITY;
+        }
+    }
+}
+
+/* Writes query j (of dim values) transposed into column j of b->qt: the f32 values, or for a
+ * q1 scan the values the q1 x q8 kernel uses (each block rounded to int8, times its delta). */
+static void put_query(emb_batch_scratch *b, uint32_t j, const float *q, uint32_t dim, int q8)
+{
+    for (uint32_t i0 = 0; i0 < dim; i0 += EMB_Q1_GROUP) {
+        const uint32_t cnt = dim - i0 < EMB_Q1_GROUP ? dim - i0 : EMB_Q1_GROUP;
+        if (!q8) {
+            for (uint32_t i = 0; i < cnt; i++)
+                b->qt[(size_t)(i0 + i) * b->ldq + j] = q[i0 + i];
+            continue;
+        }
+        int32_t isum;
+        const float delta = emb__q8_block(q + i0, cnt, b->qi, &isum);
+        for (uint32_t i = 0; i < cnt; i++)
+            b->qt[(size_t)(i0 + i) * b->ldq + j] = delta * (float)b->qi[i];
+    }
+}
+
+/* One pass over the rows of codec for all nq queries with the tile filter (see above). */
+static void scan_tiled(emb_batch_scratch *b, uint32_t nq, uint32_t codec,
+                       const emb_search_params *p, const uint64_t *self)
+{
+    const query_ctx *c0 = &b->ctx[0];
+    const emb_store *s = c0->s;
+    const uint32_t dim = s->dim, ldq = b->ldq;
+    const float kappa = tile_kappa(dim);
+    const int q8 = codec == EMB_CODEC_Q1 && !p->q1_f32;
+    for (uint32_t j = 0; j < ldq; j++) {
+        if (j < nq) {
+            put_query(b, j, b->ctx[j].q, dim, q8);
+            limits_for(b, j, kappa);
+        } else {
+            for (uint32_t i = 0; i < dim; i++)
+                b->qt[(size_t)i * ldq + j] = 0.0f;
+            b->qa[j] = b->qc[j] = b->qe[j] = 0.0f;
+        }
+    }
+    for (uint64_t r0 = 0; r0 < s->rows; r0 += b->block) {
+        const size_t nr = s->rows - r0 < b->block ? (size_t)(s->rows - r0) : b->block;
+        widen_block(b, codec, c0->metric, r0, nr, kappa);
+        for (uint32_t j0 = 0; j0 < nq; j0 += BATCH_QUERIES) {
+            const uint32_t qn = nq - j0 < BATCH_QUERIES ? nq - j0 : BATCH_QUERIES;
+            const emb_tile_limits lim = {b->qa + j0, b->qc + j0, b->qe + j0, b->rb, b->rd, b->rf};
+            c0->kn->tile_f32(b->xb, b->ldx, nr, b->qt + j0, ldq, qn, dim, &lim, b->dots + j0,
+                             b->hits + j0 / 16);
+        }
+        /* Confirm the hits in row order, so each heap sees rows as a scan would. */
+        for (size_t r = 0; r < nr; r++) {
+            const uint16_t *h = b->hits + r * (ldq / 16);
+            for (uint32_t g = 0; g < (nq + 15) / 16; g++) {
+                for (unsigned m = h[g]; m; m &= m - 1) {
+                    const uint32_t j = g * 16 + (uint32_t)__builtin_ctz(m);
+                    const uint64_t row = r0 + r;
+                    const float sc = score_row(&b->ctx[j], codec, row);
+                    if (!(sc >= b->worst[j]))
+                        continue;
+                    if ((self && row == self[j]) || (p->n_exclude && excluded(p, row)))
+                        continue;
+                    emb_topk_push(&b->heaps[j], sc, row);
+                    limits_for(b, j, kappa);
+                }
+            }
+        }
+    }
+}
+
+/* Scans codec for all queries into b->heaps, with the tile when the batch is wide enough and
+ * the codec gains from it: q1 x q8 costs less per row and query than widening the row to f32
+ * and a tile does, so q1 blocks go query by query through it (unless the f32 query is asked
+ * for). */
+static void scan_batch(emb_batch_scratch *b, uint32_t nq, uint32_t codec,
+                       const emb_search_params *p, const uint64_t *self)
+{
+    if (nq >= BATCH_TILE_MIN && (codec != EMB_CODEC_Q1 || p->q1_f32))
+        scan_tiled(b, nq, codec, p, self);
+    else
+        scan_blocked(b, nq, codec, p, self, b->heaps);
 }
 
 int emb_search_batch(const emb_store *s, const float *queries, uint32_t nq,
@@ -350,7 +626,8 @@ int emb_search_batch(const emb_store *s, const float *queries, uint32_t nq,
                                 .q = q,
                                 .qn = (float)sqrt(qn2),
                                 .qn2 = (float)qn2,
-                                .metric = p->metric};
+                                .metric = p->metric,
+                                .q1_f32 = p->q1_f32};
     }
     uint32_t primary = emb_store_primary_codec(s);
     uint32_t codec = primary;
@@ -366,7 +643,7 @@ int emb_search_batch(const emb_store *s, const float *queries, uint32_t nq,
     if (!two_stage) {
         for (uint32_t i = 0; i < nq; i++)
             emb_topk_init(&b->heaps[i], b->best + (size_t)i * EMB_MAX_K, p->k);
-        scan_blocked(b, nq, codec, p, self, b->heaps);
+        scan_batch(b, nq, codec, p, self);
     } else {
         uint32_t os = p->oversample ? p->oversample : emb_store_default_oversample(s, 10);
         if (os > EMB_MAX_OVERSAMPLE)
@@ -376,7 +653,7 @@ int emb_search_batch(const emb_store *s, const float *queries, uint32_t nq,
             want = b->max_cand;
         for (uint32_t i = 0; i < nq; i++)
             emb_topk_init(&b->heaps[i], b->cand + (size_t)i * b->max_cand, (uint32_t)want);
-        scan_blocked(b, nq, EMB_CODEC_Q1, p, self, b->heaps);
+        scan_batch(b, nq, EMB_CODEC_Q1, p, self);
         for (uint32_t i = 0; i < nq; i++) {
             emb_topk best;
             emb_topk_init(&best, b->best + (size_t)i * EMB_MAX_K, p->k);

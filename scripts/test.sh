@@ -2,9 +2,10 @@
 # The README's second command, and what CI runs (.ci/run): install, build with -Werror, run
 # every test; then again under AddressSanitizer + UndefinedBehaviorSanitizer with the
 # allocation-failure hook (lib/emb_fault.h); then the ThreadSanitizer step; then the fuzz
-# targets for a bounded time (clang, libFuzzer); then the format check; then the deployment files
-# and the container image (deploy/). A failed build stops it at once; failed suites are counted
-# and make the exit status non-zero.
+# targets for a bounded time (clang, libFuzzer); then lib/ for aarch64 (cross-compiled, NEON
+# kernels run under qemu); then the format check; then the deployment files and the container
+# image (deploy/). A failed build stops it at once; failed suites are counted and make the exit
+# status non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -75,9 +76,17 @@ else
   echo "suite fuzz FAILED"
 fi
 
+echo "== aarch64: lib/ cross-compiled, NEON kernels checked under qemu (tests/cross/aarch64.sh)"
+if tests/cross/aarch64.sh build-aarch64; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+  echo "suite aarch64 FAILED"
+fi
+
 echo "== format check (clang-format, .clang-format)"
 fmt_files=(lib/*.c lib/*.h server/*.c server/*.h tests/lib/*.c tests/lib/*.h tests/server/*.c
-  tests/server/*.h tests/fuzz/*.c tests/fuzz/*.h)
+  tests/server/*.h tests/fuzz/*.c tests/fuzz/*.h tests/cross/*.c)
 if clang-format --dry-run -Werror "${fmt_files[@]}" 2>/dev/null; then
   passed=$((passed + 1))
 else

@@ -21,6 +21,7 @@
 #include "emb.h"
 #include "emb_kernels.h"
 #include "helpers.h"
+#include "kernels_internal.h"
 
 /* Tolerances are relative to the sum of the magnitudes of the terms (sum |a_i * b_i|, or the
  * result itself for squared distances), the quantity float rounding error scales with; the
@@ -260,6 +261,301 @@ Test(kernels, cancellation_all_levels)
                     mag, TOL_F32);
         check_close("dot_f16", lv[l]->name, N, lv[l]->dot_f16(h, b, N), emb_dot_f16_scalar(h, b, N),
                     mag, TOL_F16);
+    }
+}
+
+/* ---- many rows, one query -------------------------------------------------------------- */
+
+/* Row counts that cross every grouping a rows kernel may use (16-row groups). */
+static const size_t test_nrows[] = {1, 2, 15, 16, 17, 31, 33, 40};
+#define N_NROWS (sizeof test_nrows / sizeof test_nrows[0])
+
+/* nrows random rows of every codec at the store's strides, the last row's last byte against a
+ * guard page; odd rows of q1 have every padding bit of their last block set. */
+typedef struct rowset {
+    guarded g32, g16, gq1;
+    uint8_t *f32, *f16, *q1;
+    size_t s32, s16, sq1;
+} rowset;
+
+static void rowset_make(rowset *rs, uint64_t *seed, size_t nrows, size_t n)
+{
+    rs->s32 = (n * 4 + 63) / 64 * 64;
+    rs->s16 = (n * 2 + 63) / 64 * 64;
+    rs->sq1 = emb_q1_blocks((uint32_t)n) * EMB_Q1_BLOCK;
+    /* The last row is only n values long: nothing after it is readable. */
+    rs->f32 = guard_alloc(&rs->g32, (nrows - 1) * rs->s32 + n * 4);
+    rs->f16 = guard_alloc(&rs->g16, (nrows - 1) * rs->s16 + n * 2);
+    rs->q1 = guard_alloc(&rs->gq1, nrows * rs->sq1);
+    float *x = malloc((n + 1) * sizeof *x);
+    for (size_t r = 0; r < nrows; r++) {
+        th_rand_vec(seed, x, n);
+        memcpy(rs->f32 + r * rs->s32, x, n * 4);
+        emb_f32_to_f16_scalar(x, (uint16_t *)(void *)(rs->f16 + r * rs->s16), n);
+        emb_q1_encode(x, (uint32_t)n, rs->q1 + r * rs->sq1);
+        const size_t nb = emb_q1_blocks((uint32_t)n);
+        if (r % 2 && nb) {
+            uint8_t *qs = rs->q1 + r * rs->sq1 + (nb - 1) * EMB_Q1_BLOCK + 2;
+            for (size_t j = n - (nb - 1) * EMB_Q1_GROUP; j < EMB_Q1_GROUP; j++)
+                qs[j / 8] |= (uint8_t)(1u << (j % 8));
+        }
+    }
+    free(x);
+}
+
+static void rowset_free(rowset *rs)
+{
+    guard_free(&rs->g32);
+    guard_free(&rs->g16);
+    guard_free(&rs->gq1);
+}
+
+/* Every level's many-row kernels return, bit for bit, what its one-row kernels return, and a
+ * q1 x q8 row scores the same whatever rows share its call. */
+Test(kernels, rows_kernels_bit_identical_to_one_row)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    uint64_t seed = 0x5eed0010;
+    static const size_t ns[] = {1, 7, 16, 100, 128, 129, 300, 768};
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+        for (size_t u = 0; u < N_NROWS; u++) {
+            const size_t n = ns[t], nrows = test_nrows[u];
+            rowset rs;
+            rowset_make(&rs, &seed, nrows, n);
+            guarded gq;
+            float *q = guard_alloc(&gq, n * sizeof *q);
+            th_rand_vec(&seed, q, n);
+            float *out = malloc(nrows * sizeof *out), one;
+            for (size_t l = 0; l < nl; l++) {
+                const emb_kernels *k = lv[l];
+#define CHECK_ROWS(rowsfn, onefn, base, stride, type)                                              \
+    do {                                                                                           \
+        k->rowsfn(base, stride, nrows, q, n, out);                                                 \
+        for (size_t r = 0; r < nrows; r++) {                                                       \
+            one = k->onefn((const type *)(const void *)(base + r * stride), q, n);                 \
+            cr_assert_eq(f32_bits(out[r]), f32_bits(one), "%s[%s] n=%zu nrows=%zu row %zu",        \
+                         #rowsfn, k->name, n, nrows, r);                                           \
+        }                                                                                          \
+    } while (0)
+                CHECK_ROWS(dot_f32_rows, dot_f32, rs.f32, rs.s32, float);
+                CHECK_ROWS(l2sq_f32_rows, l2sq_f32, rs.f32, rs.s32, float);
+                CHECK_ROWS(dot_f16_rows, dot_f16, rs.f16, rs.s16, uint16_t);
+                CHECK_ROWS(l2sq_f16_rows, l2sq_f16, rs.f16, rs.s16, uint16_t);
+                CHECK_ROWS(dot_q1_rows, dot_q1, rs.q1, rs.sq1, uint8_t);
+#undef CHECK_ROWS
+                k->dot_q1q8_rows(rs.q1, rs.sq1, nrows, q, n, out);
+                for (size_t r = 0; r < nrows; r++) {
+                    k->dot_q1q8_rows(rs.q1 + r * rs.sq1, rs.sq1, 1, q, n, &one);
+                    cr_assert_eq(f32_bits(out[r]), f32_bits(one),
+                                 "q1q8[%s] n=%zu nrows=%zu row %zu", k->name, n, nrows, r);
+                }
+            }
+            free(out);
+            guard_free(&gq);
+            rowset_free(&rs);
+        }
+    }
+}
+
+/* q1 x q8 is integer arithmetic plus one stated float step per block: every level returns the
+ * scalar's bits exactly, across the 4096-value quantisation groups too; and the scalar is the
+ * documented arithmetic, redone here in double. */
+Test(kernels, q1q8_all_levels_bit_exact)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    uint64_t seed = 0x5eed0011;
+    static const size_t ns[] = {1,   2,   64,   127,  128,  129,  255,
+                                256, 768, 1000, 4096, 4097, 4300, 9000};
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+        const size_t n = ns[t], nrows = t % 2 ? 37 : 16;
+        rowset rs;
+        rowset_make(&rs, &seed, nrows, n);
+        guarded gq;
+        float *q = guard_alloc(&gq, n * sizeof *q);
+        th_rand_vec(&seed, q, n);
+        if (t % 3 == 0)
+            memset(q, 0, (n < 128 ? n : 128) * sizeof *q); /* an all-zero block */
+        float *want = malloc(nrows * sizeof *want), *got = malloc(nrows * sizeof *got);
+        emb_dot_q1q8_rows_scalar(rs.q1, rs.sq1, nrows, q, n, want);
+        for (size_t l = 0; l < nl; l++) {
+            lv[l]->dot_q1q8_rows(rs.q1, rs.sq1, nrows, q, n, got);
+            for (size_t r = 0; r < nrows; r++)
+                cr_assert_eq(f32_bits(got[r]), f32_bits(want[r]), "[%s] n=%zu row %zu: %a want %a",
+                             lv[l]->name, n, r, (double)got[r], (double)want[r]);
+        }
+#if defined(__x86_64__)
+        /* Both AVX-512 builds of the kernel (BW and VNNI), whichever of the two the dispatcher
+         * hands out on this CPU. */
+        const emb_kernels *both[2] = {&emb__kernels_avx512, &emb__kernels_avx512_vnni};
+        for (int v = 0; v < 2 && emb_kernels_for(EMB_SIMD_AVX512); v++) {
+            if (v == 1 && !__builtin_cpu_supports("avx512vnni"))
+                continue;
+            both[v]->dot_q1q8_rows(rs.q1, rs.sq1, nrows, q, n, got);
+            for (size_t r = 0; r < nrows; r++)
+                cr_assert_eq(f32_bits(got[r]), f32_bits(want[r]), "[avx512 %s] n=%zu row %zu",
+                             v ? "vnni" : "bw", n, r);
+        }
+#endif
+        for (size_t r = 0; r < nrows; r++) {
+            const uint8_t *blk = rs.q1 + r * rs.sq1;
+            double ref = 0, mag = 0;
+            for (size_t j0 = 0; j0 < n; j0 += 128, blk += EMB_Q1_BLOCK) {
+                const size_t cnt = n - j0 < 128 ? n - j0 : 128;
+                float m = 0;
+                for (size_t j = 0; j < cnt; j++)
+                    m = fmaxf(m, fabsf(q[j0 + j]));
+                const double d = emb_f16_to_f32((uint16_t)(blk[0] | blk[1] << 8));
+                long v = 0;
+                for (size_t j = 0; j < cnt && m > 0; j++) {
+                    const long i = lrintf(q[j0 + j] * (127.0f / m));
+                    cr_assert(i >= -127 && i <= 127);
+                    v += (blk[2 + j / 8] >> (j % 8) & 1) ? i : -i;
+                    mag += fabs(d * (double)i * m / 127.0);
+                }
+                ref += d * (double)v * (m / 127.0f);
+            }
+            cr_assert(fabs(want[r] - ref) <= 1e-5 * mag + FLT_MIN, "n=%zu row %zu: %g vs %g", n, r,
+                      (double)want[r], ref);
+        }
+        free(want);
+        free(got);
+        guard_free(&gq);
+        rowset_free(&rs);
+    }
+}
+
+/* q1 -> f32 (for batches): every level writes emb_q1_decode's bits, -0 for a zero scale
+ * included, and nothing past n. */
+Test(kernels, q1_to_f32_all_levels_bit_exact)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    uint64_t seed = 0x5eed0013;
+    for (size_t t = 0; t < N_NS; t++) {
+        const size_t n = test_ns[t];
+        rowset rs;
+        rowset_make(&rs, &seed, 2, n);
+        if (n >= 128)
+            memset(rs.q1, 0, 2); /* a zero scale */
+        float *want = malloc((n + 1) * sizeof *want), *got = malloc((n + 1) * sizeof *got);
+        emb_q1_decode(rs.q1 + rs.sq1, (uint32_t)n, want);
+        for (size_t l = 0; l < nl; l++) {
+            got[n] = 42.0f;
+            lv[l]->q1_to_f32(rs.q1 + rs.sq1, got, n);
+            cr_assert_eq(got[n], 42.0f, "[%s] wrote past n", lv[l]->name);
+            cr_assert_eq(memcmp(got, want, n * sizeof *got), 0, "[%s] n=%zu", lv[l]->name, n);
+            emb_q1_decode(rs.q1, (uint32_t)n, want);
+            lv[l]->q1_to_f32(rs.q1, got, n);
+            cr_assert_eq(memcmp(got, want, n * sizeof *got), 0, "[%s] n=%zu", lv[l]->name, n);
+            emb_q1_decode(rs.q1 + rs.sq1, (uint32_t)n, want);
+        }
+        free(want);
+        free(got);
+        rowset_free(&rs);
+    }
+}
+
+Test(kernels, q8_rounding_rule)
+{
+    float q[128] = {0};
+    int8_t out[128];
+    int32_t isum = 1;
+    cr_assert_eq(emb__q8_block(q, 128, out, &isum), 0.0f, "all-zero block: delta 0");
+    cr_assert_eq(isum, 0);
+    /* max |q| = 127: the values themselves; halves go to the even neighbour. */
+    const float in[] = {127.0f, -127.0f, 2.5f, -2.5f, 3.5f, 0.5f, -0.5f, 1.49f, 126.5f};
+    const int want[] = {127, -127, 2, -2, 4, 0, 0, 1, 126};
+    cr_assert_eq(emb__q8_block(in, 9, out, &isum), 1.0f);
+    int32_t sum = 0;
+    for (int j = 0; j < 9; j++) {
+        cr_assert_eq(out[j], want[j], "%g -> %d, want %d", (double)in[j], out[j], want[j]);
+        sum += want[j];
+    }
+    for (int j = 9; j < 128; j++)
+        cr_assert_eq(out[j], 0, "values past cnt are zero");
+    cr_assert_eq(isum, sum);
+    /* The largest magnitude always maps to +-127, however small. */
+    const float tiny[] = {1e-30f, -3e-30f, 2e-30f};
+    emb__q8_block(tiny, 3, out, &isum);
+    cr_assert_eq(out[1], -127);
+}
+
+/* ---- batch tile ------------------------------------------------------------------------ */
+
+/* Dot products within the stated bound of the oracle's, and every hit bit equal to "the
+ * kernel's own dot product >= the limit rounded as documented"; padding columns never hit. */
+Test(kernels, tile_all_levels_match_scalar)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    uint64_t seed = 0x5eed0012;
+    static const size_t ns[] = {1, 5, 64, 128, 131, 768};
+    static const size_t nqs[] = {1, 15, 16, 17, 31, 32, 33, 64, 70};
+    static const size_t nrs[] = {1, 5, 6, 7, 13};
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) {
+        for (size_t b = 0; b < sizeof nqs / sizeof nqs[0]; b++) {
+            const size_t n = ns[a], nq = nqs[b], nr = nrs[(a + b) % 5];
+            const size_t ldq = (nq + 15) / 16 * 16, ldx = n + 3, nh = nr * ldq / 16;
+            float *x = malloc(nr * ldx * sizeof *x);
+            float *qt = aligned_alloc(64, n * ldq * sizeof *qt);
+            float *qa = malloc(ldq * 4), *qc = malloc(ldq * 4), *qe = malloc(ldq * 4);
+            float *rb = malloc(nr * 4), *rd = malloc(nr * 4), *rf = malloc(nr * 4);
+            float *want = malloc(nr * ldq * 4), *got = malloc(nr * ldq * 4);
+            uint16_t *hw = malloc(nh * 2), *hg = malloc(nh * 2);
+            th_rand_vec(&seed, x, nr * ldx);
+            for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < ldq; j++)
+                    qt[i * ldq + j] = j < nq ? th_rand_normal(&seed) : 0.0f;
+            for (size_t j = 0; j < ldq; j++) {
+                qa[j] = th_rand_unit(&seed);
+                qc[j] = th_rand_unit(&seed);
+                qe[j] = th_rand_unit(&seed) * 3.0f;
+            }
+            for (size_t r = 0; r < nr; r++) {
+                rb[r] = th_rand_unit(&seed);
+                rd[r] = th_rand_unit(&seed);
+                rf[r] = th_rand_unit(&seed);
+            }
+            const emb_tile_limits lim = {qa, qc, qe, rb, rd, rf};
+            emb_tile_f32_scalar(x, ldx, nr, qt, ldq, nq, n, &lim, want, hw);
+            for (size_t l = 0; l < nl; l++) {
+                memset(hg, 0xff, nh * 2);
+                lv[l]->tile_f32(x, ldx, nr, qt, ldq, nq, n, &lim, got, hg);
+                for (size_t r = 0; r < nr; r++) {
+                    for (size_t j = 0; j < ldq; j++) {
+                        const int bit = hg[r * (ldq / 16) + j / 16] >> (j % 16) & 1;
+                        if (j >= nq) {
+                            cr_assert_eq(bit, 0, "[%s] padding column %zu hit", lv[l]->name, j);
+                            continue;
+                        }
+                        double mag = 0;
+                        for (size_t i = 0; i < n; i++)
+                            mag += fabs((double)x[r * ldx + i] * qt[i * ldq + j]);
+                        const float g = got[r * ldq + j];
+                        /* Both within (n + 2) 2^-24 mag of the exact value. */
+                        check_close("tile", lv[l]->name, n, g, want[r * ldq + j], mag,
+                                    (double)(n + 2) * 0x1p-23);
+                        const float lm = fmaf(-qc[j], rd[r], fmaf(qa[j], rb[r], qe[j])) + rf[r];
+                        cr_assert_eq(bit, g >= lm, "[%s] n=%zu nq=%zu r=%zu j=%zu: %g vs %g",
+                                     lv[l]->name, n, nq, r, j, (double)g, (double)lm);
+                    }
+                }
+            }
+            free(x);
+            free(qt);
+            free(qa);
+            free(qc);
+            free(qe);
+            free(rb);
+            free(rd);
+            free(rf);
+            free(want);
+            free(got);
+            free(hw);
+            free(hg);
+        }
     }
 }
 

@@ -104,13 +104,32 @@ static int ref_cmp(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Scores every row (exclusions dropped) and sorts by score then id; returns the count. */
-static size_t reference(const emb_store *s, uint32_t codec, emb_metric m, const float *q,
-                        const uint64_t *excl, uint32_t n_excl, ref_hit *out)
+/* The query as the q1 stage sees it by default (emb_search_params.q1_f32 = 0), written here from
+ * the documented rule: per block of 128 values, m = max |q_j|, i_j = q_j * 127 / m rounded to
+ * nearest (ties to even), and the value used is i_j * m / 127. */
+static void q8_round(const float *q, uint32_t dim, double *out)
+{
+    for (uint32_t j0 = 0; j0 < dim; j0 += 128) {
+        const uint32_t cnt = dim - j0 < 128 ? dim - j0 : 128;
+        float m = 0;
+        for (uint32_t j = 0; j < cnt; j++)
+            m = fmaxf(m, fabsf(q[j0 + j]));
+        for (uint32_t j = 0; j < cnt; j++)
+            out[j0 + j] = m > 0 ? (double)nearbyintf(q[j0 + j] * (127.0f / m)) * (m / 127.0f) : 0;
+    }
+}
+
+static size_t reference_q1(const emb_store *s, uint32_t codec, emb_metric m, const float *q,
+                           const uint64_t *excl, uint32_t n_excl, int q1_f32, ref_hit *out)
 {
     const uint32_t dim = s->dim;
     float *v = malloc(dim * sizeof *v);
-    cr_assert_not_null(v);
+    double *qq = malloc(dim * sizeof *qq);
+    cr_assert(v && qq);
+    for (uint32_t j = 0; j < dim; j++)
+        qq[j] = q[j];
+    if (codec == EMB_CODEC_Q1 && !q1_f32)
+        q8_round(q, dim, qq);
     double qn2 = 0;
     for (uint32_t j = 0; j < dim; j++)
         qn2 += (double)q[j] * q[j];
@@ -124,11 +143,14 @@ static size_t reference(const emb_store *s, uint32_t codec, emb_metric m, const 
         decode(s, codec, r, v);
         double dot = 0, mag = 0, rn2 = 0, d2 = 0;
         for (uint32_t j = 0; j < dim; j++) {
-            dot += (double)q[j] * v[j];
-            mag += fabs((double)q[j] * v[j]);
+            dot += qq[j] * v[j];
+            mag += fabs(qq[j] * v[j]);
             rn2 += (double)v[j] * v[j];
-            d2 += ((double)q[j] - v[j]) * ((double)q[j] - v[j]);
+            d2 += (qq[j] - v[j]) * (qq[j] - v[j]);
         }
+        /* The q1 stage's l2 is |q|^2 - 2 dot + |row|^2 with the unrounded query's norm. */
+        if (codec == EMB_CODEC_Q1)
+            d2 = qn2 - 2 * dot + rn2;
         ref_hit h = {.id = r};
         if (m == EMB_METRIC_DOT) {
             h.score = dot;
@@ -147,8 +169,17 @@ static size_t reference(const emb_store *s, uint32_t codec, emb_metric m, const 
         out[n++] = h;
     }
     free(v);
+    free(qq);
     qsort(out, n, sizeof *out, ref_cmp);
     return n;
+}
+
+/* Scores every row (exclusions dropped) and sorts by score then id; returns the count. q1 rows
+ * are scored against the int8-rounded query unless q1_f32. */
+static size_t reference(const emb_store *s, uint32_t codec, emb_metric m, const float *q,
+                        const uint64_t *excl, uint32_t n_excl, ref_hit *out)
+{
+    return reference_q1(s, codec, m, q, excl, n_excl, 0, out);
 }
 
 /* emb_search's reported score in the reference's units. */
@@ -238,21 +269,24 @@ static void check_codec(const emb_store *s, uint32_t codec, unsigned metric_mask
             decode(s, EMB_CODEC_F32 & s->codecs ? EMB_CODEC_F32 : codec, 5, q);
         for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
             for (size_t ki = 0; ki < ARRAY_LEN(ks); ki++) {
-                for (int ex = 0; ex < 2; ex++) {
+                for (int ex = 0; ex < 2 * (codec == EMB_CODEC_Q1 ? 2 : 1); ex++) {
                     const emb_metric m = all_metrics[mi];
                     if (!(metric_mask & (1u << m)))
                         continue;
+                    const int f32q = ex >= 2; /* q1: the f32 query as well */
                     emb_search_params p = {.metric = m,
                                            .k = ks[ki],
                                            .codec = (int)codec,
-                                           .exclude = ex ? excl : NULL,
-                                           .n_exclude = ex ? (uint32_t)ARRAY_LEN(excl) : 0};
+                                           .exclude = ex % 2 ? excl : NULL,
+                                           .n_exclude = ex % 2 ? (uint32_t)ARRAY_LEN(excl) : 0,
+                                           .q1_f32 = f32q};
                     int n = emb_search(s, q, &p, sc, got);
                     cr_assert_geq(n, 0, "emb_search: %d", n);
-                    size_t nref = reference(s, codec, m, q, p.exclude, p.n_exclude, ref);
+                    size_t nref = reference_q1(s, codec, m, q, p.exclude, p.n_exclude, f32q, ref);
                     char what[128];
-                    snprintf(what, sizeof what, "%s dim %u %s k %u query %d excl %d",
-                             codec_name(codec), dim, emb_metric_name(m), ks[ki], qi, ex);
+                    snprintf(what, sizeof what, "%s%s dim %u %s k %u query %d excl %d",
+                             codec_name(codec), f32q ? " (f32 query)" : "", dim, emb_metric_name(m),
+                             ks[ki], qi, ex % 2);
                     assert_matches(what, m, got, n, ref, nref, ks[ki], p.exclude, p.n_exclude,
                                    rows);
                 }
@@ -723,4 +757,141 @@ Test(search, sharded_scan_merged_equals_one_scan)
     free(split);
     free(bufs);
     free(t);
+}
+
+/* ---- batches ----------------------------------------------------------------------------- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* emb_search_batch answers every query exactly as emb_search does (ids and score bits), on both
+ * of its paths (narrow batches query by query, wide ones through the tile filter), for every
+ * codec, metric, k, exclusion and self-exclusion; near-ties are the point: the table has
+ * duplicate rows, a zero row and rows that differ only in length, and some queries are rows of
+ * the table or zero. */
+static void check_batch(const emb_store *s, uint32_t nq, const emb_search_params *p, uint64_t seed)
+{
+    const uint32_t dim = s->dim;
+    float *qs = malloc((size_t)nq * dim * sizeof *qs);
+    uint64_t *self = malloc(nq * sizeof *self);
+    th_rand_vec(&seed, qs, (size_t)nq * dim);
+    for (uint32_t i = 0; i < nq; i++) {
+        self[i] = i % 3 == 0 ? (uint64_t)(i * 7) % s->rows : UINT64_MAX;
+        if (i % 5 == 1) /* a row of the table: ties with its copies */
+            decode(s, emb_store_primary_codec(s), (uint64_t)(5 + i) % s->rows,
+                   qs + (size_t)i * dim);
+        if (i == 2) /* a zero query: every score 0, ids in order */
+            memset(qs + (size_t)i * dim, 0, dim * sizeof *qs);
+    }
+    emb_batch_scratch *bs = emb_batch_scratch_new(dim, nq, p->k * 100);
+    emb_scratch *sc = emb_scratch_new(dim, p->k * 100);
+    emb_hit *got = malloc((size_t)nq * p->k * sizeof *got), *one = malloc(p->k * sizeof *one);
+    uint32_t *counts = malloc(nq * sizeof *counts);
+    uint64_t *ex = malloc((p->n_exclude + 1) * sizeof *ex);
+    cr_assert(bs && sc && got && one && counts && ex);
+    cr_assert_eq(emb_search_batch(s, qs, nq, p, self, bs, got, counts), 0);
+    for (uint32_t i = 0; i < nq; i++) {
+        /* The single query with self added to the exclusions (sorted, no duplicates). */
+        emb_search_params p1 = *p;
+        uint32_t ne = 0;
+        for (uint32_t e = 0; e < p->n_exclude; e++)
+            ex[ne++] = p->exclude[e];
+        if (self[i] != UINT64_MAX)
+            ex[ne++] = self[i];
+        qsort(ex, ne, sizeof *ex, cmp_u64);
+        uint32_t nd = 0;
+        for (uint32_t e = 0; e < ne; e++)
+            if (nd == 0 || ex[nd - 1] != ex[e])
+                ex[nd++] = ex[e];
+        ne = nd;
+        p1.exclude = ex;
+        p1.n_exclude = ne;
+        const int n1 = emb_search(s, qs + (size_t)i * dim, &p1, sc, one);
+        cr_assert_eq((int)counts[i], n1, "nq %u query %u: %u hits, single %d", nq, i, counts[i],
+                     n1);
+        for (int r = 0; r < n1; r++) {
+            const emb_hit *h = got + (size_t)i * p->k + r;
+            cr_assert_eq(h->id, one[r].id,
+                         "nq %u codec %d metric %s k %u query %u rank %d: %llu != %llu", nq,
+                         p->codec, emb_metric_name(p->metric), p->k, i, r,
+                         (unsigned long long)h->id, (unsigned long long)one[r].id);
+            cr_assert_eq(h->score, one[r].score, "query %u rank %d: %a != %a", i, r,
+                         (double)h->score, (double)one[r].score);
+        }
+    }
+    free(ex);
+    free(counts);
+    free(one);
+    free(got);
+    emb_scratch_free(sc);
+    emb_batch_scratch_free(bs);
+    free(self);
+    free(qs);
+}
+
+Test(search, batch_equals_single_queries)
+{
+    static const uint32_t dims[] = {1, 7, 64, 200};
+    static const uint32_t nqs[] = {1, 7, 8, 33, 70};
+    static const uint32_t sets[] = {EMB_CODEC_F16 | EMB_CODEC_Q1, EMB_CODEC_F32 | EMB_CODEC_Q1};
+    const uint64_t excl[] = {0, 3, 41, 250};
+    for (size_t d = 0; d < ARRAY_LEN(dims); d++) {
+        const uint32_t dim = dims[d], n = 400;
+        float *t = make_table(500 + dim, n, dim);
+        for (size_t c = 0; c < ARRAY_LEN(sets); c++) {
+            emb_store *s = build(sets[c], dim, n, t, NULL);
+            const int codecs[] = {0, EMB_CODEC_Q1, (int)(sets[c] & ~EMB_CODEC_Q1)};
+            for (size_t q = 0; q < ARRAY_LEN(nqs); q++) {
+                for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
+                    for (size_t ci = 0; ci < ARRAY_LEN(codecs); ci++) {
+                        const uint32_t k = (q + ci) % 3 == 0 ? 1 : (q + ci) % 3 == 1 ? 10 : 50;
+                        emb_search_params p = {.metric = all_metrics[mi],
+                                               .k = k,
+                                               .codec = codecs[ci],
+                                               .oversample = 3,
+                                               .exclude = mi == 1 ? excl : NULL,
+                                               .n_exclude = mi == 1 ? 4 : 0,
+                                               .q1_f32 = (int)(q % 2)};
+                        check_batch(s, nqs[q], &p, dim * 1000 + q * 10 + mi);
+                    }
+                }
+            }
+            emb_store_close(s);
+        }
+        free(t);
+    }
+}
+
+/* Rows that differ from one another by a few ulps: the tile filter's margin decides on almost
+ * every row, so a margin too tight to cover the rounding would drop rows a single query keeps. */
+Test(search, batch_equals_single_on_near_ties)
+{
+    static const uint32_t dims[] = {64, 300};
+    static const uint32_t sets[] = {EMB_CODEC_F32 | EMB_CODEC_Q1, EMB_CODEC_F16 | EMB_CODEC_Q1};
+    for (size_t d = 0; d < ARRAY_LEN(dims); d++) {
+        const uint32_t dim = dims[d], n = 300;
+        uint64_t seed = 4242 + dim;
+        float *t = malloc((size_t)n * dim * sizeof *t);
+        th_rand_vec(&seed, t, dim);
+        for (uint32_t r = 1; r < n; r++)
+            for (uint32_t j = 0; j < dim; j++)
+                t[(size_t)r * dim + j] = t[j] * (1.0f + 2e-7f * th_rand_unit(&seed));
+        for (size_t c = 0; c < ARRAY_LEN(sets); c++) {
+            emb_store *s = build(sets[c], dim, n, t, NULL);
+            for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
+                for (int codec = 0; codec < 2; codec++) {
+                    emb_search_params p = {.metric = all_metrics[mi],
+                                           .k = 10,
+                                           .oversample = 2,
+                                           .codec = codec ? (int)(sets[c] & ~EMB_CODEC_Q1) : 0};
+                    check_batch(s, 16, &p, dim + mi);
+                }
+            }
+            emb_store_close(s);
+        }
+        free(t);
+    }
 }

@@ -1,0 +1,355 @@
+/*
+ * kernels_neon.c - AArch64 Advanced SIMD (NEON) kernels, 4 floats per vector.
+ *
+ * NEON is part of every AArch64 CPU, so this file needs no target flags and kernels.c offers it
+ * whenever the build is for aarch64 (it compiles to nothing elsewhere). tests/cross/aarch64.sh
+ * cross-compiles lib/ with Debian's gcc-aarch64-linux-gnu and runs tests/cross/kernels_check.c
+ * under qemu-aarch64: every kernel here against its scalar twin. Invariants, as for x86:
+ * - No load touches memory past n values of a row or a query: tails go through a zeroed stack
+ *   buffer (NEON has no masked loads).
+ * - Half conversions are FCVTL / FCVTN under the default FPCR (round to nearest even, no flush
+ *   to zero, NaNs quieted with their payload), which is the scalar twins' rounding bit for bit.
+ * - Four accumulators hide the FMA latency; the additions differ in order from the scalar
+ *   oracle, within the tolerances the tests state. The many-row kernels are the one-row ones
+ *   inlined in a loop, so they are bit-identical to them.
+ * - q1 x q8 is the scalar twin itself (integer sums, exact; AArch64 has dot-product
+ *   instructions only from ARMv8.2, which this level does not assume).
+ *
+ * Q1_0 against an f32 query: four sign bits become four lane masks (vtstq against 1, 2, 4, 8)
+ * whose complement's top bit flips the query's sign (one XOR), as the AVX2 kernel does.
+ */
+#if defined(__aarch64__)
+
+#include <arm_neon.h>
+#include <string.h>
+
+#include "emb_format.h"
+#include "kernels_internal.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE float32x4_t f16x4_to_f32(const uint16_t *p)
+{
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+}
+
+/* The low r halves (r < 4) widened, the other lanes zero; reads only r halves. */
+INLINE float32x4_t f16_tail(const uint16_t *p, size_t r)
+{
+    uint16_t buf[4] = {0};
+    memcpy(buf, p, r * sizeof *p);
+    return f16x4_to_f32(buf);
+}
+
+/* The low r floats (r < 4), the other lanes zero; reads only r floats. */
+INLINE float32x4_t f32_tail(const float *p, size_t r)
+{
+    float buf[4] = {0};
+    memcpy(buf, p, r * sizeof *p);
+    return vld1q_f32(buf);
+}
+
+INLINE float32x4_t sqdiff_acc(float32x4_t a, float32x4_t b, float32x4_t acc)
+{
+    const float32x4_t d = vsubq_f32(a, b);
+    return vfmaq_f32(acc, d, d);
+}
+
+INLINE float sum4(float32x4_t s0, float32x4_t s1, float32x4_t s2, float32x4_t s3)
+{
+    return vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
+}
+
+INLINE float dot_f32_neon(const float *a, const float *b, size_t n)
+{
+    float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+        s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
+        s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+    }
+    for (; i + 4 <= n; i += 4)
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+    if (i < n)
+        s1 = vfmaq_f32(s1, f32_tail(a + i, n - i), f32_tail(b + i, n - i));
+    return sum4(s0, s1, s2, s3);
+}
+
+INLINE float l2sq_f32_neon(const float *a, const float *b, size_t n)
+{
+    float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = sqdiff_acc(vld1q_f32(a + i), vld1q_f32(b + i), s0);
+        s1 = sqdiff_acc(vld1q_f32(a + i + 4), vld1q_f32(b + i + 4), s1);
+        s2 = sqdiff_acc(vld1q_f32(a + i + 8), vld1q_f32(b + i + 8), s2);
+        s3 = sqdiff_acc(vld1q_f32(a + i + 12), vld1q_f32(b + i + 12), s3);
+    }
+    for (; i + 4 <= n; i += 4)
+        s0 = sqdiff_acc(vld1q_f32(a + i), vld1q_f32(b + i), s0);
+    if (i < n)
+        s1 = sqdiff_acc(f32_tail(a + i, n - i), f32_tail(b + i, n - i), s1);
+    return sum4(s0, s1, s2, s3);
+}
+
+INLINE float dot_f16_neon(const uint16_t *row, const float *q, size_t n)
+{
+    float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = vfmaq_f32(s0, f16x4_to_f32(row + i), vld1q_f32(q + i));
+        s1 = vfmaq_f32(s1, f16x4_to_f32(row + i + 4), vld1q_f32(q + i + 4));
+        s2 = vfmaq_f32(s2, f16x4_to_f32(row + i + 8), vld1q_f32(q + i + 8));
+        s3 = vfmaq_f32(s3, f16x4_to_f32(row + i + 12), vld1q_f32(q + i + 12));
+    }
+    for (; i + 4 <= n; i += 4)
+        s0 = vfmaq_f32(s0, f16x4_to_f32(row + i), vld1q_f32(q + i));
+    if (i < n)
+        s1 = vfmaq_f32(s1, f16_tail(row + i, n - i), f32_tail(q + i, n - i));
+    return sum4(s0, s1, s2, s3);
+}
+
+INLINE float l2sq_f16_neon(const uint16_t *row, const float *q, size_t n)
+{
+    float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = sqdiff_acc(f16x4_to_f32(row + i), vld1q_f32(q + i), s0);
+        s1 = sqdiff_acc(f16x4_to_f32(row + i + 4), vld1q_f32(q + i + 4), s1);
+        s2 = sqdiff_acc(f16x4_to_f32(row + i + 8), vld1q_f32(q + i + 8), s2);
+        s3 = sqdiff_acc(f16x4_to_f32(row + i + 12), vld1q_f32(q + i + 12), s3);
+    }
+    for (; i + 4 <= n; i += 4)
+        s0 = sqdiff_acc(f16x4_to_f32(row + i), vld1q_f32(q + i), s0);
+    if (i < n)
+        s1 = sqdiff_acc(f16_tail(row + i, n - i), f32_tail(q + i, n - i), s1);
+    return sum4(s0, s1, s2, s3);
+}
+
+/* Lane masks (all ones) for the set bits among the low four of nib. */
+INLINE uint32x4_t nibble_mask(uint32_t nib)
+{
+    static const uint32_t bit[4] = {1, 2, 4, 8};
+    return vtstq_u32(vdupq_n_u32(nib), vld1q_u32(bit));
+}
+
+/* v where the mask is set, -v elsewhere (the sign bit flipped by XOR, so -0 for +0). */
+INLINE float32x4_t apply_signs(float32x4_t v, uint32x4_t m)
+{
+    const uint32x4_t flip = vbicq_u32(vdupq_n_u32(0x80000000u), m);
+    return vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(v), flip));
+}
+
+INLINE float dot_q1_neon(const uint8_t *blocks, const float *q, size_t n)
+{
+    float32x4_t t0 = vdupq_n_f32(0), t1 = t0;
+    for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++, blocks += EMB_Q1_BLOCK) {
+        uint16_t dh;
+        memcpy(&dh, blocks, sizeof dh);
+        const uint8_t *qs = blocks + 2;
+        const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+        float32x4_t s0 = vdupq_n_f32(0), s1 = s0;
+        size_t j = 0;
+        for (; j + 8 <= cnt; j += 8) {
+            const uint32_t byte = qs[j / 8];
+            s0 = vaddq_f32(s0, apply_signs(vld1q_f32(q + j0 + j), nibble_mask(byte & 15u)));
+            s1 = vaddq_f32(s1, apply_signs(vld1q_f32(q + j0 + j + 4), nibble_mask(byte >> 4)));
+        }
+        for (; j < cnt; j += 4) {
+            /* The last, partial values: zero-filled lanes add +-0. */
+            const size_t r = cnt - j < 4 ? cnt - j : 4;
+            const uint32_t nib = (uint32_t)(qs[j / 8] >> (j % 8)) & 15u;
+            s0 = vaddq_f32(s0, apply_signs(f32_tail(q + j0 + j, r), nibble_mask(nib)));
+        }
+        const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(dh)));
+        if (b & 1)
+            t1 = vfmaq_f32(t1, vaddq_f32(s0, s1), d);
+        else
+            t0 = vfmaq_f32(t0, vaddq_f32(s0, s1), d);
+    }
+    return vaddvq_f32(vaddq_f32(t0, t1));
+}
+
+static float dot_f32_one(const float *a, const float *b, size_t n)
+{
+    return dot_f32_neon(a, b, n);
+}
+
+static float l2sq_f32_one(const float *a, const float *b, size_t n)
+{
+    return l2sq_f32_neon(a, b, n);
+}
+
+static float dot_f16_one(const uint16_t *row, const float *q, size_t n)
+{
+    return dot_f16_neon(row, q, n);
+}
+
+static float l2sq_f16_one(const uint16_t *row, const float *q, size_t n)
+{
+    return l2sq_f16_neon(row, q, n);
+}
+
+static float dot_q1_one(const uint8_t *blocks, const float *q, size_t n)
+{
+    return dot_q1_neon(blocks, q, n);
+}
+
+static void dot_f32_rows_neon(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                              size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = dot_f32_neon((const float *)(const void *)(rows + i * stride), q, n);
+}
+
+static void l2sq_f32_rows_neon(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                               size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = l2sq_f32_neon((const float *)(const void *)(rows + i * stride), q, n);
+}
+
+static void dot_f16_rows_neon(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                              size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = dot_f16_neon((const uint16_t *)(const void *)(rows + i * stride), q, n);
+}
+
+static void l2sq_f16_rows_neon(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                               size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = l2sq_f16_neon((const uint16_t *)(const void *)(rows + i * stride), q, n);
+}
+
+static void dot_q1_rows_neon(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
+                             size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++)
+        out[i] = dot_q1_neon(rows + i * stride, q, n);
+}
+
+static void q1_to_f32_neon(const uint8_t *blocks, float *out, size_t n)
+{
+    for (size_t j0 = 0; j0 < n; j0 += EMB_Q1_GROUP, blocks += EMB_Q1_BLOCK) {
+        uint16_t dh;
+        memcpy(&dh, blocks, sizeof dh);
+        const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(dh)));
+        const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+        for (size_t j = 0; j < cnt; j += 4) {
+            const uint32_t nib = (uint32_t)(blocks[2 + j / 8] >> (j % 8)) & 15u;
+            const float32x4_t v = apply_signs(d, nibble_mask(nib));
+            if (cnt - j >= 4) {
+                vst1q_f32(out + j0 + j, v);
+            } else {
+                float buf[4];
+                vst1q_f32(buf, v);
+                memcpy(out + j0 + j, buf, (cnt - j) * sizeof *out);
+            }
+        }
+    }
+}
+
+static void f16_to_f32_neon(const uint16_t *in, float *out, size_t n)
+{
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(out + i, f16x4_to_f32(in + i));
+    if (i < n) {
+        float buf[4];
+        vst1q_f32(buf, f16_tail(in + i, n - i));
+        memcpy(out + i, buf, (n - i) * sizeof *out);
+    }
+}
+
+static void f32_to_f16_neon(const float *in, uint16_t *out, size_t n)
+{
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1_u16(out + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(in + i))));
+    if (i < n) {
+        uint16_t buf[4];
+        vst1_u16(buf, vreinterpret_u16_f16(vcvt_f16_f32(f32_tail(in + i, n - i))));
+        memcpy(out + i, buf, (n - i) * sizeof *out);
+    }
+}
+
+/* ---- batch tile: R rows x 8 queries, one accumulator per row and vector of 4 ---- */
+
+INLINE void tile_block_neon(const float *x, size_t ldx, size_t r0, size_t R, const float *qt,
+                            size_t ldq, size_t j0, size_t nq, size_t n, const emb_tile_limits *lim,
+                            float *out, uint16_t *hits)
+{
+    float32x4_t acc[4][2];
+    for (size_t r = 0; r < R; r++)
+        acc[r][0] = acc[r][1] = vdupq_n_f32(0);
+    const float *xr = x + r0 * ldx;
+    for (size_t i = 0; i < n; i++) {
+        const float32x4_t q0 = vld1q_f32(qt + i * ldq + j0);
+        const float32x4_t q1 = vld1q_f32(qt + i * ldq + j0 + 4);
+        for (size_t r = 0; r < R; r++) {
+            const float xv = xr[r * ldx + i];
+            acc[r][0] = vfmaq_n_f32(acc[r][0], q0, xv);
+            acc[r][1] = vfmaq_n_f32(acc[r][1], q1, xv);
+        }
+    }
+    static const uint32_t weight[4] = {1, 2, 4, 8};
+    const uint32x4_t w = vld1q_u32(weight);
+    const unsigned keep = nq - j0 < 8 ? (1u << (nq - j0)) - 1u : 0xffu;
+    for (size_t r = 0; r < R; r++) {
+        const size_t row = r0 + r;
+        unsigned m = 0;
+        for (size_t h = 0; h < 2; h++) {
+            const size_t j = j0 + 4 * h;
+            /* fma(-qc, rd, fma(qa, rb, qe)) + rf, each fused step rounded once. */
+            float32x4_t l =
+                vfmaq_n_f32(vld1q_f32(lim->qe + j), vld1q_f32(lim->qa + j), lim->rb[row]);
+            l = vfmsq_n_f32(l, vld1q_f32(lim->qc + j), lim->rd[row]);
+            l = vaddq_f32(l, vdupq_n_f32(lim->rf[row]));
+            vst1q_f32(out + row * ldq + j, acc[r][h]);
+            m |= vaddvq_u32(vandq_u32(vcgeq_f32(acc[r][h], l), w)) << (4 * h);
+        }
+        hits[row * (ldq / 16) + j0 / 16] |= (uint16_t)((m & keep) << (j0 % 16));
+    }
+}
+
+static void tile_f32_neon(const float *x, size_t ldx, size_t nr, const float *qt, size_t ldq,
+                          size_t nq, size_t n, const emb_tile_limits *lim, float *out,
+                          uint16_t *hits)
+{
+    for (size_t r = 0; r < nr; r++)
+        for (size_t g = 0; g < (nq + 15) / 16; g++)
+            hits[r * (ldq / 16) + g] = 0;
+    for (size_t j0 = 0; j0 < nq; j0 += 8) {
+        size_t r0 = 0;
+        for (; r0 + 4 <= nr; r0 += 4)
+            tile_block_neon(x, ldx, r0, 4, qt, ldq, j0, nq, n, lim, out, hits);
+        for (; r0 < nr; r0++)
+            tile_block_neon(x, ldx, r0, 1, qt, ldq, j0, nq, n, lim, out, hits);
+    }
+}
+
+const emb_kernels emb__kernels_neon = {
+    .level = EMB_SIMD_NEON,
+    .name = "neon",
+    .dot_f32 = dot_f32_one,
+    .l2sq_f32 = l2sq_f32_one,
+    .dot_f16 = dot_f16_one,
+    .l2sq_f16 = l2sq_f16_one,
+    .dot_q1 = dot_q1_one,
+    .f16_to_f32 = f16_to_f32_neon,
+    .f32_to_f16 = f32_to_f16_neon,
+    .dot_f32_rows = dot_f32_rows_neon,
+    .l2sq_f32_rows = l2sq_f32_rows_neon,
+    .dot_f16_rows = dot_f16_rows_neon,
+    .l2sq_f16_rows = l2sq_f16_rows_neon,
+    .dot_q1_rows = dot_q1_rows_neon,
+    .q1_to_f32 = q1_to_f32_neon,
+    .dot_q1q8_rows = emb_dot_q1q8_rows_scalar,
+    .tile_f32 = tile_f32_neon,
+};
+
+#endif
