@@ -16,6 +16,7 @@
 #include "bridge.h"
 #include "cli.h"
 #include "emb_kernels.h"
+#include "jsonw.h"
 #include "metrics.h"
 #include "pool.h"
 #include "srv.h"
@@ -268,6 +269,7 @@ int cmd_serve(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     srv_log_init(c.log_json, c.log_level);
     json_object_seed(0); /* before any thread starts: jansson's hash seed */
+    jsonw_tables_init();
     srv_metrics_init(EMB_VERSION_STRING, emb_kernels_get()->name);
     int status = 1;
     if (srv_tables_open(&c) != 0)

@@ -44,7 +44,13 @@ void jsonw_float_array(jsonw *w, const float *v, size_t n);
 /* A JSON string holding the standard base64 (RFC 4648, padded) of n bytes. */
 void jsonw_base64(jsonw *w, const void *data, size_t n);
 
-/* Formats v like jsonw_float into out (at least 32 bytes); returns the length. */
+/* Fills the table that prints floats an f16 holds exactly (the values of f16 stores) with a
+ * copy instead of a digit search; the output is the same byte for byte. Call once before any
+ * thread starts (cmd_serve does); without it jsonw is correct, only slower. */
+void jsonw_tables_init(void);
+
+/* Formats v like jsonw_float into out (at least 32 bytes), without the table; returns the
+ * length. */
 size_t srv_format_float(float v, char *out);
 
 /* Decodes standard base64 (padding required, no whitespace) of len chars into out (room for

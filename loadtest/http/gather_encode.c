@@ -65,6 +65,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "gather_encode: n and reps must be positive\n");
         return 2;
     }
+    jsonw_tables_init(); /* as embd serve does at start */
     emb_store *s;
     emb_error err;
     if (emb_store_open(&s, argv[1], &err) != 0) {

@@ -460,6 +460,57 @@ Test(jsonw, float_array_matches_single_floats)
     free(s);
 }
 
+/* Every f16 value (all 65536 bit patterns, as the exact float), single and in arrays, prints the
+ * same through the f16 table as through the digit search, and floats next to them (one ulp
+ * off, so not f16 values) take the search. jsonw_tables_init is idempotent. */
+Test(jsonw, f16_table_prints_what_the_digit_search_prints)
+{
+    jsonw_tables_init();
+    enum { N = 65536 * 3 };
+    float *v = malloc(N * sizeof *v);
+    cr_assert_not_null(v);
+    for (uint32_t h = 0; h < 65536; h++) {
+        uint32_t e = (h >> 10) & 0x1F, m = h & 0x3FF, sign = (h & 0x8000u) << 16, bits;
+        if (e == 31)
+            bits = sign | 0x7F800000u | m << 13;
+        else if (e)
+            bits = sign | (e + 112) << 23 | m << 13;
+        else if (m) {                          /* subnormal: m x 2^-24, normalised */
+            int shift = __builtin_clz(m) - 21; /* leading 1 to bit 10 */
+            bits = sign | (uint32_t)(113 - shift) << 23 | ((m << shift) & 0x3FF) << 13;
+        } else
+            bits = sign;
+        v[3 * h] = float_of(bits);
+        v[3 * h + 1] = float_of(bits + 1);
+        v[3 * h + 2] = float_of(bits - (bits & 0x7FFFFFFF ? 1 : 0));
+    }
+    char want[48], got[64];
+    for (int i = 0; i < N; i++) {
+        srv_format_float(v[i], want);
+        jsonw w;
+        cr_assert_eq(jsonw_init(&w, 0), 0);
+        jsonw_float(&w, v[i]);
+        size_t n;
+        char *s = jsonw_steal(&w, &n);
+        snprintf(got, sizeof got, "%s", s);
+        free(s);
+        if (strcmp(got, want))
+            cr_assert_fail("%08" PRIx32 ": table \"%s\", search \"%s\"", bits_of(v[i]), got, want);
+    }
+    jsonw a;
+    cr_assert_eq(jsonw_init(&a, 0), 0);
+    jsonw_float_array(&a, v, N);
+    char *sa = steal_all(&a), *p = sa + 1;
+    for (int i = 0; i < N; i++) {
+        size_t len = srv_format_float(v[i], want);
+        cr_assert(!strncmp(p, want, len) && (p[len] == ',' || p[len] == ']'),
+                  "array element %d: want \"%s\" at \"%.20s\"", i, want, p);
+        p += len + 1;
+    }
+    free(sa);
+    free(v);
+}
+
 /* ---- doubles and integers ---- */
 
 static char *format_double(double v)
