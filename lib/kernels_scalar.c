@@ -257,14 +257,18 @@ float emb__q8_block(const float *q, size_t cnt, int8_t *out, int32_t *isum)
         *isum = 0;
         return 0.0f;
     }
-    const float inv = 127.0f / m;
+    /* Below 127 / FLT_MAX the reciprocal would be infinite: scale the block by 2^64 first
+     * (exact; a factor of 1 elsewhere, so other blocks' bits are unchanged). */
+    const float scale = m < 0x1p-60f ? 0x1p64f : 1.0f;
+    const float inv = 127.0f / (m * scale);
     for (size_t j = 0; j < cnt; j++) {
         /* Adding and subtracting 1.5 * 2^23 rounds to the nearest integer, ties to even, in
          * two float additions (no libm call, the same on every target: the library is built
-         * with -ffp-contract=off, so the product is rounded before the sum). */
-        const float y = q[j] * inv;
+         * with -ffp-contract=off, so the product is rounded before the sum). A NaN (the
+         * library's callers refuse them) counts as 0 rather than reaching the cast. */
+        const float y = (q[j] * scale) * inv;
         const float r = (y + 0x1.8p23f) - 0x1.8p23f;
-        out[j] = (int8_t)r;
+        out[j] = r == r ? (int8_t)r : 0;
         s += out[j];
     }
     memset(out + cnt, 0, EMB_Q1_GROUP - cnt);

@@ -52,7 +52,7 @@ tsan_step() {
     build-ci/test_server --jobs 1 >build-tsan/server.log 2>&1 || rc=1
   TSAN_OPTIONS="log_path=$PWD/$reports/tsan exitcode=66" \
     tests/server/curl.sh build-tsan/embd >build-tsan/curl.log 2>&1 || rc=1
-  tail -3 build-tsan/server.log build-tsan/curl.log
+  tail -n 3 build-tsan/server.log build-tsan/curl.log
   if compgen -G "$reports/tsan.*" >/dev/null; then
     head -60 "$reports"/tsan.*
     echo "tsan: $(ls "$reports" | wc -l) report file(s) in $reports"

@@ -46,6 +46,12 @@ const char *th_demo_store(void)
     return path;
 }
 
+int th_server_foreign(void)
+{
+    const char *bin = getenv("EMBD_TEST_SERVER_BIN");
+    return bin && *bin;
+}
+
 void th_server_start(th_server *s, const char *const *args)
 {
     memset(s, 0, sizeof *s);

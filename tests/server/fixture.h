@@ -24,6 +24,11 @@ const char *th_demo_store(void);
  * it logs "listening" (at most 20 s). Aborts the test on failure. */
 void th_server_start(th_server *s, const char *const *args);
 
+/* 1 when $EMBD_TEST_SERVER_BIN runs the suite against another build of the server (the
+ * ThreadSanitizer step): its memory and speed are not the release build's, so checks of
+ * resource bounds (RSS, descriptors held under load) only log there. */
+int th_server_foreign(void);
+
 /* Sends sig and waits (at most 30 s) for the exit; returns the exit status, or -1 when killed
  * by a signal, or -2 on timeout (the process is then killed). */
 int th_server_stop(th_server *s, int sig);

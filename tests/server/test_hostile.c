@@ -155,6 +155,8 @@ static void memory_back(const char *what)
     }
     cr_log_info("%s: server RSS baseline %ld kB, peak seen %ld kB, after %ld kB (bound +%ld kB)",
                 what, rss_base, rss_peak, kb, MEM_BOUND_KB);
+    if (th_server_foreign())
+        return; /* another build of the server (TSan): its memory is not this bound's */
     cr_expect_leq(kb, rss_base + MEM_BOUND_KB,
                   "%s: RSS %ld kB is more than %ld kB above the baseline %ld kB (peak %ld kB)",
                   what, kb, MEM_BOUND_KB, rss_base, rss_peak);
@@ -949,8 +951,10 @@ Test(hostile, five_thousand_idle_connections)
     cr_assert_eq(connected, N, "%d of %d connections completed within 60 s", connected, N);
     /* A few descriptors of slack: a warm-up connection may still be closing. */
     int held = wait_server_fds(fd0 + N - 4, 1, 20000);
-    cr_expect_geq(held, fd0 + N - 4, "the server holds %d descriptors, want about %d + %d", held,
-                  fd0, N);
+    cr_log_info("the server holds %d descriptors with %d idle connections open", held, N);
+    if (!th_server_foreign()) /* under TSan accepting 5,000 can outlast --timeout */
+        cr_expect_geq(held, fd0 + N - 4, "the server holds %d descriptors, want about %d + %d",
+                      held, fd0, N);
     sample_rss();
     served("with 5,000 idle connections open");
     sample_rss();
