@@ -24,11 +24,17 @@
 
 #include "helpers.h"
 
-static double now_s(void)
+double th_now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void th_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }
 
 const char *th_demo_store(void)
@@ -86,8 +92,8 @@ void th_server_start(th_server *s, const char *const *args)
         execv(bin, (char *const *)argv);
         _exit(127);
     }
-    double t0 = now_s();
-    while (now_s() - t0 < 20) {
+    double t0 = th_now_s();
+    while (th_now_s() - t0 < 20) {
         size_t len;
         FILE *f = fopen(s->log_path, "r");
         if (f) {
@@ -119,9 +125,9 @@ int th_server_stop(th_server *s, int sig)
     if (s->pid <= 0)
         return -1;
     kill(s->pid, sig);
-    double t0 = now_s();
+    double t0 = th_now_s();
     int st;
-    while (now_s() - t0 < 30) {
+    while (th_now_s() - t0 < 30) {
         pid_t p = waitpid(s->pid, &st, WNOHANG);
         if (p == s->pid) {
             s->pid = 0;
@@ -270,10 +276,10 @@ char *th_raw(const th_server *s, const char *data, size_t len, int timeout_ms, s
     }
     size_t cap = 65536, got = 0;
     char *buf = malloc(cap + 1);
-    double t0 = now_s();
-    while ((now_s() - t0) * 1000 < timeout_ms && got < cap) {
+    double t0 = th_now_s();
+    while ((th_now_s() - t0) * 1000 < timeout_ms && got < cap) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        int left = timeout_ms - (int)((now_s() - t0) * 1000);
+        int left = timeout_ms - (int)((th_now_s() - t0) * 1000);
         if (poll(&p, 1, left > 0 ? left : 0) <= 0)
             break;
         ssize_t n = recv(fd, buf + got, cap - got, 0);
@@ -378,7 +384,7 @@ int th_connect_nb(const th_server *s)
 int th_send(int fd, const void *data, size_t len, int timeout_ms)
 {
     const char *p = data;
-    double t0 = now_s();
+    double t0 = th_now_s();
     while (len) {
         ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
         if (n > 0) {
@@ -388,7 +394,7 @@ int th_send(int fd, const void *data, size_t len, int timeout_ms)
         }
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
             return -errno;
-        int left = timeout_ms - (int)((now_s() - t0) * 1000);
+        int left = timeout_ms - (int)((th_now_s() - t0) * 1000);
         if (left <= 0)
             return -ETIMEDOUT;
         struct pollfd pf = {.fd = fd, .events = POLLOUT};
@@ -451,9 +457,9 @@ void th_read(int fd, int timeout_ms, int responses, th_raw_result *r)
     r->data = malloc(cap + 1);
     cr_assert_not_null(r->data);
     r->data[0] = 0;
-    double t0 = now_s();
+    double t0 = th_now_s();
     for (;;) {
-        int left = timeout_ms - (int)((now_s() - t0) * 1000);
+        int left = timeout_ms - (int)((th_now_s() - t0) * 1000);
         if (left <= 0)
             break;
         struct pollfd pf = {.fd = fd, .events = POLLIN};

@@ -16,6 +16,10 @@ typedef struct th_server {
     char base[64]; /* "http://127.0.0.1:PORT" */
 } th_server;
 
+/* Monotonic seconds, and a sleep: for bounded waits (never for timing assertions). */
+double th_now_s(void);
+void th_sleep_ms(int ms);
+
 /* Packs the demo table (embd gen --kind demo + pack f16+q1) once per process; returns its
  * path (in th_tmpdir()). */
 const char *th_demo_store(void);

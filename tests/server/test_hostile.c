@@ -62,19 +62,6 @@
 static th_server srv;
 static long rss_base, rss_peak;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static void hostile_fini(void)
 {
     if (srv.pid > 0)
@@ -150,7 +137,7 @@ static void memory_back(const char *what)
 {
     long kb = th_server_rss_kb(&srv);
     for (int i = 0; i < 100 && kb > rss_base + MEM_BOUND_KB; i++) {
-        sleep_ms(50);
+        th_sleep_ms(50);
         kb = th_server_rss_kb(&srv);
     }
     cr_log_info("%s: server RSS baseline %ld kB, peak seen %ld kB, after %ld kB (bound +%ld kB)",
@@ -237,7 +224,7 @@ Test(hostile, slow_request_lines_headers_and_bodies_are_closed_after_the_timeout
          .drip = "X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
     };
     const int n = (int)(sizeof c / sizeof c[0]);
-    double t0 = now_s();
+    double t0 = th_now_s();
     for (int i = 0; i < n; i++) {
         c[i].fd = th_connect(&srv);
         cr_assert_eq(th_send(c[i].fd, c[i].head, strlen(c[i].head), 2000), 0);
@@ -252,7 +239,7 @@ Test(hostile, slow_request_lines_headers_and_bodies_are_closed_after_the_timeout
             int rc = th_send(c[i].fd, &b, 1, 1000);
             if (rc != 0 || peer_closed(c[i].fd, c[i].got, sizeof c[i].got)) {
                 c[i].closed = 1;
-                c[i].closed_after = now_s() - t0;
+                c[i].closed_after = th_now_s() - t0;
                 open--;
             }
         }
@@ -260,7 +247,7 @@ Test(hostile, slow_request_lines_headers_and_bodies_are_closed_after_the_timeout
             served("while slow clients trickle");
             served_meanwhile++;
         }
-        sleep_ms(100);
+        th_sleep_ms(100);
     }
     for (int i = 0; i < n; i++) {
         cr_expect(c[i].closed, "slow %s: still open after 20 s with --timeout 2 (%zu bytes sent)",
@@ -343,7 +330,7 @@ Test(hostile, chunked_bodies_that_never_end_are_closed)
         }
         if (round % 50 == 49)
             served("while chunked bodies never end");
-        sleep_ms(10);
+        th_sleep_ms(10);
     }
     for (int i = 0; i < n; i++) {
         int st = status_of(c[i].got);
@@ -371,9 +358,9 @@ static void send_all_at_once(int n, const char *const *req, const size_t *len, c
         fd[i] = th_connect(&srv);
         memset(&got[i], 0, sizeof got[i]);
     }
-    double t0 = now_s();
+    double t0 = th_now_s();
     int pending = n;
-    while (pending && (now_s() - t0) * 1000 < timeout_ms) {
+    while (pending && (th_now_s() - t0) * 1000 < timeout_ms) {
         pending = 0;
         for (int i = 0; i < n; i++) {
             if (off[i] == len[i])
@@ -393,7 +380,7 @@ static void send_all_at_once(int n, const char *const *req, const size_t *len, c
         }
     }
     for (int i = 0; i < n; i++) {
-        int left = timeout_ms - (int)((now_s() - t0) * 1000);
+        int left = timeout_ms - (int)((th_now_s() - t0) * 1000);
         th_read(fd[i], left > 1000 ? left : 1000, to_close && to_close[i] ? 0 : 1, &got[i]);
         close(fd[i]);
     }
@@ -887,7 +874,7 @@ static int wait_server_fds(int want, int at_least, int timeout_ms)
 {
     int n = th_server_fd_count(&srv);
     for (int i = 0; i < timeout_ms / 20 && (at_least ? n < want : n > want); i++) {
-        sleep_ms(20);
+        th_sleep_ms(20);
         n = th_server_fd_count(&srv);
     }
     return n;
@@ -899,7 +886,7 @@ static int settled_fds(void)
 {
     int n = th_server_fd_count(&srv), same = 0;
     for (int i = 0; i < 60 && same < 2; i++) {
-        sleep_ms(50);
+        th_sleep_ms(50);
         int m = th_server_fd_count(&srv);
         same = m == n ? same + 1 : 0;
         n = m;
@@ -926,9 +913,9 @@ Test(hostile, five_thousand_idle_connections)
     }
     /* Every connect completes (the listen backlog is 1024: the rest retry their SYN). */
     int connected = 0;
-    double t0 = now_s();
+    double t0 = th_now_s();
     char *done = calloc(N, 1);
-    while (connected < N && now_s() - t0 < 60) {
+    while (connected < N && th_now_s() - t0 < 60) {
         struct pollfd pf[256];
         int idx[256], m = 0;
         for (int i = 0; i < N && m < 256; i++)

@@ -40,19 +40,6 @@ static void ops_fini(void)
 
 TestSuite(ops, .fini = ops_fini);
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- requests through the fixture (recorded for the contract check) ---- */
 
 static th_response req(const char *method, const char *path, const char *body,
@@ -89,7 +76,9 @@ static json_t *ok_json(const th_response *r, const char *what)
     return j;
 }
 
-/* ---- raw sockets (headers curl would not show the fixture, requests curl would fix) ---- */
+/* ---- raw sockets (headers curl would not show the fixture, requests curl would fix) ----
+ * Sending and reading go through the fixture (th_send, th_read); this connect returns -1
+ * instead of failing the test, because the shutdown test waits for connections to be refused. */
 
 static int raw_connect(void)
 {
@@ -102,40 +91,6 @@ static int raw_connect(void)
         return -1;
     }
     return fd;
-}
-
-static void raw_send(int fd, const char *data, size_t len)
-{
-    size_t off = 0;
-    while (off < len) {
-        ssize_t n = send(fd, data + off, len - off, MSG_NOSIGNAL);
-        if (n <= 0)
-            break;
-        off += (size_t)n;
-    }
-}
-
-/* Reads until EOF or timeout_ms; *closed tells whether the server closed. */
-static char *raw_read(int fd, int timeout_ms, int *closed)
-{
-    size_t cap = 1 << 20, got = 0;
-    char *buf = malloc(cap + 1);
-    double t0 = now_s();
-    *closed = 0;
-    while ((now_s() - t0) * 1000 < timeout_ms && got < cap) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int left = timeout_ms - (int)((now_s() - t0) * 1000);
-        if (poll(&p, 1, left > 0 ? left : 0) <= 0)
-            break;
-        ssize_t n = recv(fd, buf + got, cap - got, 0);
-        if (n <= 0) {
-            *closed = 1;
-            break;
-        }
-        got += (size_t)n;
-    }
-    buf[got] = 0;
-    return buf;
 }
 
 static int raw_status(const char *resp)
@@ -268,7 +223,8 @@ static void *load_main(void *arg)
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, th_curl_body);
     for (int i = 0;
-         i < t->max_iter && i < LOAD_MAX && !atomic_load(t->stop) && now_s() < t->deadline; i++) {
+         i < t->max_iter && i < LOAD_MAX && !atomic_load(t->stop) && th_now_s() < t->deadline;
+         i++) {
         th_buf b = {0};
         int is_row = (i + t->index) % 2 == 0;
         curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
@@ -284,7 +240,7 @@ static void *load_main(void *arg)
             curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
         }
         load_rec *r = &t->recs[t->n];
-        r->t0 = now_s();
+        r->t0 = th_now_s();
         r->rc = (int)curl_easy_perform(c);
         r->status = 0;
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
@@ -306,7 +262,7 @@ static void *load_main(void *arg)
         atomic_fetch_add(&t->done, 1);
         if (t->stop_on_conn_error && conn_error(r->rc))
             break;
-        sleep_ms(1);
+        th_sleep_ms(1);
     }
     curl_slist_free_all(hl);
     curl_easy_cleanup(c);
@@ -321,7 +277,7 @@ static void load_start(load_thread *t, int n, const char *table, atomic_int *sto
         memset(&t[i], 0, sizeof t[i]);
         t[i].index = i;
         t[i].max_iter = LOAD_MAX;
-        t[i].deadline = now_s() + 15;
+        t[i].deadline = th_now_s() + 15;
         t[i].table = table;
         t[i].stop = stop;
         t[i].reloading = reloading;
@@ -335,10 +291,10 @@ static void load_start(load_thread *t, int n, const char *table, atomic_int *sto
 /* Waits (at most 10 s) until every thread finished at least min requests. */
 static void load_warm(load_thread *t, int n, int min)
 {
-    double t0 = now_s();
+    double t0 = th_now_s();
     for (int i = 0; i < n; i++)
-        while (atomic_load(&t[i].done) < min && now_s() - t0 < 10)
-            sleep_ms(5);
+        while (atomic_load(&t[i].done) < min && th_now_s() - t0 < 10)
+            th_sleep_ms(5);
     for (int i = 0; i < n; i++)
         cr_assert_geq(atomic_load(&t[i].done), min, "load thread %d is not running", i);
 }
@@ -349,13 +305,13 @@ static void load_progress(load_thread *t, int n, int extra)
     int start = 0, now = 0;
     for (int i = 0; i < n; i++)
         start += atomic_load(&t[i].done);
-    double t0 = now_s();
+    double t0 = th_now_s();
     do {
-        sleep_ms(5);
+        th_sleep_ms(5);
         now = 0;
         for (int i = 0; i < n; i++)
             now += atomic_load(&t[i].done);
-    } while (now - start < extra && now_s() - t0 < 5);
+    } while (now - start < extra && th_now_s() - t0 < 5);
 }
 
 static void load_join(load_thread *t, int n)
@@ -403,8 +359,8 @@ Test(ops, reload_under_load_sighup_admin_and_a_truncated_store)
     replace_by_rename(normalized, path, 0);
     cr_assert_eq(kill(srv.pid, SIGHUP), 0);
     char *new_row0 = NULL;
-    double t0 = now_s();
-    for (int i = 0; i < 500 && now_s() - t0 < 10; i++) {
+    double t0 = th_now_s();
+    for (int i = 0; i < 500 && th_now_s() - t0 < 10; i++) {
         table_state("t", crc, sizeof crc, etag, sizeof etag);
         if (strcmp(crc, crc1)) {
             r = req("GET", "/v1/tables/t/rows/0", NULL, NULL);
@@ -415,7 +371,7 @@ Test(ops, reload_under_load_sighup_admin_and_a_truncated_store)
             }
             th_response_free(&r);
         }
-        sleep_ms(20);
+        th_sleep_ms(20);
     }
     cr_assert_not_null(new_row0, "after SIGHUP the table never switched to the new store");
     table_state("t", crc2, sizeof crc2, etag2, sizeof etag2);
@@ -462,7 +418,7 @@ Test(ops, reload_under_load_sighup_admin_and_a_truncated_store)
     cr_expect_geq(before, 1, "the refused reload is logged");
     cr_assert_eq(kill(srv.pid, SIGHUP), 0);
     for (int i = 0; i < 250 && th_server_log_count(&srv, "reload failed") <= before; i++)
-        sleep_ms(20);
+        th_sleep_ms(20);
     cr_expect_gt(th_server_log_count(&srv, "reload failed"), before,
                  "SIGHUP with a truncated store is refused");
     table_state("t", crc, sizeof crc, etag, sizeof etag);
@@ -532,15 +488,15 @@ Test(ops, sigterm_drains_in_flight_requests_readyz_503_during_delay)
                       strlen(body), body);
     int slow = raw_connect();
     cr_assert_geq(slow, 0);
-    raw_send(slow, head, (size_t)hl);
-    sleep_ms(50);
+    th_send(slow, head, (size_t)hl, 5000);
+    th_sleep_ms(50);
 
-    double t_sig = now_s();
+    double t_sig = th_now_s();
     cr_assert_eq(kill(srv.pid, SIGTERM), 0);
 
     /* During --shutdown-delay: /readyz 503 draining with Retry-After, /healthz 200. */
     int saw_503 = 0, gone = 0;
-    for (int i = 0; i < 500 && now_s() - t_sig < 5 && !saw_503 && !gone; i++) {
+    for (int i = 0; i < 500 && th_now_s() - t_sig < 5 && !saw_503 && !gone; i++) {
         th_response r;
         if (th_request(&srv, "GET", "/readyz", NULL, NULL, &r) != 0) {
             gone = 1; /* the listener closed already */
@@ -556,7 +512,7 @@ Test(ops, sigterm_drains_in_flight_requests_readyz_503_during_delay)
             }
             th_response_free(&r);
         }
-        sleep_ms(10);
+        th_sleep_ms(10);
     }
     cr_expect(saw_503, "/readyz never answered 503 during --shutdown-delay");
     if (saw_503) {
@@ -576,14 +532,15 @@ Test(ops, sigterm_drains_in_flight_requests_readyz_503_during_delay)
         else
             close(fd);
         if (!refused)
-            sleep_ms(20);
+            th_sleep_ms(20);
     }
     cr_expect(refused, "the listener closed after --shutdown-delay");
 
     /* The in-flight request completes. */
-    raw_send(slow, body + 10, strlen(body) - 10);
-    int closed;
-    char *resp = raw_read(slow, 10000, &closed);
+    th_send(slow, body + 10, strlen(body) - 10, 5000);
+    th_raw_result got;
+    th_read(slow, 10000, 0, &got);
+    char *resp = got.data;
     close(slow);
     cr_expect_eq(raw_status(resp), 200, "the request in flight at SIGTERM: %.300s", resp);
     cr_expect(strstr(resp, "\"results\""), "%.300s", resp);
@@ -706,9 +663,10 @@ Test(ops, unauthorized_carries_www_authenticate_bearer_realm)
     for (int i = 0; i < 2; i++) {
         int fd = raw_connect();
         cr_assert_geq(fd, 0);
-        raw_send(fd, reqs[i], strlen(reqs[i]));
-        int closed;
-        char *resp = raw_read(fd, 5000, &closed);
+        th_send(fd, reqs[i], strlen(reqs[i]), 5000);
+        th_raw_result got;
+        th_read(fd, 5000, 0, &got);
+        char *resp = got.data;
         close(fd);
         cr_expect_eq(raw_status(resp), 401, "%.200s", resp);
         char www[128] = "";
@@ -765,9 +723,10 @@ Test(ops, max_body_batch_and_k)
                        "Content-Type: application/json\r\nContent-Length: 5000000\r\n\r\n";
     int fd = raw_connect();
     cr_assert_geq(fd, 0);
-    raw_send(fd, head, strlen(head));
-    int closed;
-    char *resp = raw_read(fd, 5000, &closed);
+    th_send(fd, head, strlen(head), 5000);
+    th_raw_result got;
+    th_read(fd, 5000, 0, &got);
+    char *resp = got.data;
     close(fd);
     cr_expect_eq(raw_status(resp), 413, "413 before the body: %.300s", resp);
     cr_expect(strstr(resp, "urn:embd:problem:body-too-large"), "%.300s", resp);
@@ -820,12 +779,13 @@ Test(ops, chunked_body_over_max_body_is_413)
     n += sprintf(req_buf + n, "2\r\n]}\r\n0\r\n\r\n");
     int fd = raw_connect();
     cr_assert_geq(fd, 0);
-    raw_send(fd, req_buf, (size_t)n);
-    int closed;
-    char *resp = raw_read(fd, 5000, &closed);
+    th_send(fd, req_buf, (size_t)n, 5000);
+    th_raw_result got;
+    th_read(fd, 5000, 0, &got);
+    char *resp = got.data;
     close(fd);
     cr_expect_eq(raw_status(resp), 413, "a 2 KB chunked body over --max-body 1024: got '%.300s'%s",
-                 resp, closed ? " (connection closed)" : "");
+                 resp, got.closed ? " (connection closed)" : "");
     cr_expect(strstr(resp, "urn:embd:problem:body-too-large"), "%.300s", resp);
     free(resp);
     th_server_stop(&srv, SIGTERM);
@@ -953,8 +913,8 @@ static void burst(int n, burst_resp *out)
         curl_multi_add_handle(m, h[i]);
     }
     int running = 1;
-    double t0 = now_s();
-    while (running && now_s() - t0 < 60) {
+    double t0 = th_now_s();
+    while (running && th_now_s() - t0 < 60) {
         curl_multi_perform(m, &running);
         if (running)
             curl_multi_poll(m, NULL, 0, 100, NULL);
@@ -1042,7 +1002,7 @@ Test(ops, queue_full_is_503_with_retry_after_then_recovers)
         st = r.status;
         th_response_free(&r);
         if (st != 200)
-            sleep_ms(100);
+            th_sleep_ms(100);
     }
     cr_expect_eq(st, 200, "after the burst the server answers 200");
     r = req("GET", "/healthz", NULL, NULL);
@@ -1462,7 +1422,7 @@ Test(ops, max_buffered_bounds_bodies_held_at_once)
     int slow = th_connect(&srv);
     cr_assert_geq(slow, 0);
     cr_assert_eq(th_send(slow, big, head_len + 150000, 5000), 0);
-    sleep_ms(300); /* let the loop read it: a bounded wait, not a timing assertion */
+    th_sleep_ms(300); /* let the loop read it: a bounded wait, not a timing assertion */
 
     /* 2. Another client's 40 KB body (a 64 KiB buffer) does not fit what is left: 503 +
      * Retry-After. */
