@@ -118,6 +118,22 @@ static void put_vector(jsonw *w, const float *v, uint32_t dim, vec_encoding enc,
     }
 }
 
+/* Appends row id of s straight from its f16 section when that is what a lookup serves (no f32
+ * section) and the encoding is JSON or base64 f16: the same text or bytes as decoding it and
+ * calling put_vector, without the conversions. Returns 1 when it wrote, 0 when the caller must
+ * decode the row and call put_vector. Any thread. */
+static int put_row_f16(jsonw *w, const emb_store *s, uint64_t id, vec_encoding enc)
+{
+    if (enc == ENC_B64_F32 || emb_store_primary_codec(s) != EMB_CODEC_F16)
+        return 0;
+    const uint16_t *h = (const uint16_t *)(s->rows_f16 + id * s->stride_f16);
+    if (enc == ENC_JSON)
+        jsonw_f16_array(w, h, s->dim);
+    else
+        jsonw_base64(w, h, (size_t)s->dim * 2);
+    return 1;
+}
+
 static void put_key(jsonw *w, const emb_store *s, uint64_t id)
 {
     const char *k;
@@ -176,7 +192,7 @@ static void get_table(const srv_api_request *q, srv_reply *r)
     if (!t)
         return;
     reply_json(r, table_json(t));
-    snprintf(r->etag, sizeof r->etag, "%s", t->etag);
+    memcpy(r->etag, t->etag, sizeof r->etag);
     srv_table_put(t);
 }
 
@@ -231,12 +247,6 @@ static void get_row(const srv_api_request *q, srv_reply *r)
             goto out;
         }
     }
-    float *v = malloc((size_t)s->dim * 6);
-    if (!v) {
-        srv_reply_problem(r, 500, "internal", "out of memory");
-        goto out;
-    }
-    emb_store_row(s, id, v);
     jsonw w;
     jsonw_init(&w, (size_t)s->dim * 16 + 128);
     jsonw_cstr(&w, "{\"id\":");
@@ -244,11 +254,20 @@ static void get_row(const srv_api_request *q, srv_reply *r)
     jsonw_cstr(&w, ",\"key\":");
     put_key(&w, s, id);
     jsonw_cstr(&w, ",\"vector\":");
-    put_vector(&w, v, s->dim, enc, (uint16_t *)(v + s->dim));
+    if (!put_row_f16(&w, s, id, enc)) {
+        float *v = malloc((size_t)s->dim * 6);
+        if (!v) {
+            jsonw_free(&w);
+            srv_reply_problem(r, 500, "internal", "out of memory");
+            goto out;
+        }
+        emb_store_row(s, id, v);
+        put_vector(&w, v, s->dim, enc, (uint16_t *)(v + s->dim));
+        free(v);
+    }
     jsonw_char(&w, '}');
-    free(v);
     reply_jsonw(r, &w);
-    snprintf(r->etag, sizeof r->etag, "%s", t->etag);
+    memcpy(r->etag, t->etag, sizeof r->etag);
     srv_metrics_rows_gathered(t->metrics_slot, 1);
 out:
     srv_table_put(t);
@@ -735,9 +754,11 @@ static void gather_run(gather_work *g, srv_reply *r)
                     jsonw_cstr(&w, "null");
                     continue;
                 }
-                emb_store_row(s, g->ids[i], v);
                 found++;
-                put_vector(&w, v, dim, g->enc, tmp16);
+                if (!put_row_f16(&w, s, g->ids[i], g->enc)) {
+                    emb_store_row(s, g->ids[i], v);
+                    put_vector(&w, v, dim, g->enc, tmp16);
+                }
             }
             jsonw_char(&w, ']');
         }
@@ -746,7 +767,7 @@ static void gather_run(gather_work *g, srv_reply *r)
         jsonw_char(&w, '}');
         reply_jsonw(r, &w);
     }
-    snprintf(r->etag, sizeof r->etag, "%s", g->t->etag);
+    memcpy(r->etag, g->t->etag, sizeof r->etag);
     srv_metrics_rows_gathered(g->t->metrics_slot, (uint64_t)found);
 out:
     free(v);
@@ -924,8 +945,10 @@ static void put_hits(jsonw *w, const search_work *sw, const emb_hit *h, uint32_t
         jsonw_float(w, h[i].score);
         if (sw->include_vectors) {
             jsonw_cstr(w, ",\"vector\":");
-            emb_store_row(s, h[i].id, v);
-            put_vector(w, v, s->dim, sw->enc, tmp16);
+            if (!put_row_f16(w, s, h[i].id, sw->enc)) {
+                emb_store_row(s, h[i].id, v);
+                put_vector(w, v, s->dim, sw->enc, tmp16);
+            }
         }
         jsonw_char(w, '}');
     }
@@ -1002,7 +1025,7 @@ static void search_reply(search_work *sw, srv_reply *r)
     jsonw_cstr(&w, two_stage ? ",\"mode\":\"two_stage\"}" : ",\"mode\":\"exact\"}");
     free(v);
     reply_jsonw(r, &w);
-    snprintf(r->etag, sizeof r->etag, "%s", sw->t->etag);
+    memcpy(r->etag, sw->t->etag, sizeof r->etag);
 }
 
 static void search_run(search_work *sw, srv_reply *r, const srv_config *cfg)

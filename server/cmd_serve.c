@@ -34,6 +34,8 @@ static const opt_doc docs[] = {
     {"max-body", "EMBD_MAX_BODY", "BYTES", "16777216", "largest request body (413 above)"},
     {"max-buffered", "EMBD_MAX_BUFFERED", "BYTES", "268435456",
      "request body bytes held at once per loop (503 + Retry-After above)"},
+    {"max-header-size", "EMBD_MAX_HEADER_SIZE", "BYTES", "8192",
+     "request line and headers (431 above)"},
     {"max-batch", "EMBD_MAX_BATCH", "N", "1024", "ids, keys or vectors per request"},
     {"max-k", "EMBD_MAX_K", "N", "1000", "largest k for search (at most 1000)"},
     {"timeout", "EMBD_TIMEOUT", "SECONDS", "30", "idle connection timeout and request deadline"},
@@ -119,6 +121,8 @@ static int apply(srv_config *c, const char *name, const char *v)
         U(max_body, 64, 1ull << 32);
     else if (!strcmp(name, "max-buffered"))
         U(max_buffered, 4096, 1ull << 40);
+    else if (!strcmp(name, "max-header-size"))
+        U(max_header, 1024, 1u << 20);
     else if (!strcmp(name, "max-batch"))
         U(max_batch, 1, 100000);
     else if (!strcmp(name, "max-k"))
@@ -188,6 +192,7 @@ int cmd_serve(int argc, char **argv)
                     .queue = 256,
                     .max_body = 16u << 20,
                     .max_buffered = 256u << 20,
+                    .max_header = 8192,
                     .max_batch = 1024,
                     .max_k = EMB_MAX_K,
                     .timeout = 30,

@@ -33,6 +33,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <malloc.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -363,13 +364,13 @@ static enum MHD_Result answer_now(srv_request *q, unsigned status, const char *t
 
 /* ---- header checks ---- */
 
-/* Header bytes (names, values, URL) we accept; larger gets a 431 problem. libmicrohttpd's own
- * per-connection memory pool (MHD_POOL) is a little larger, so only a header section beyond the
- * pool gets MHD's plain 431 page instead. Keep the pool small: libmicrohttpd 0.9.75 zeroes all
- * of it after every request on a kept-alive connection (at 128 KiB that memset was 21% of a
- * single-row lookup's time). */
-#define MAX_HEADER_BYTES (24u * 1024)
-#define MHD_POOL         (40u * 1024)
+/* --max-header-size bounds the header bytes (names, values, URL) we accept; larger gets a 431
+ * problem. libmicrohttpd's own per-connection memory pool is MHD_POOL_EXTRA larger (its header
+ * records, the response header), so only a header section beyond the pool gets MHD's plain 431
+ * page instead. Keep the pool small: libmicrohttpd 0.9.75 zeroes all of it after every request
+ * on a kept-alive connection and half of it again when it shrinks the read buffer (with a 40 KiB
+ * pool those memsets were 7% of a single-row lookup's time, at 128 KiB 21%). */
+#define MHD_POOL_EXTRA (8u * 1024)
 
 typedef struct header_scan {
     size_t bytes;
@@ -522,10 +523,13 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             h->conns->prev = c;
         h->conns = c;
         *socket_context = c;
+        if (++h->n_conns > h->conns_peak)
+            h->conns_peak = h->n_conns;
         return;
     }
     if (!c)
         return;
+    h->n_conns--;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -590,8 +594,19 @@ static void give_up(srv_request *q, const char *type, const char *why)
     resume(q);
 }
 
+/* libmicrohttpd takes each connection's pool (--max-header-size + 8 KiB, under its 32 KiB mmap
+ * threshold) from malloc, and glibc keeps the heap pages of pools freed in a burst of
+ * connections (5,000 idle ones left ~23 MB resident after they closed). Once the open
+ * connections fall to half of a peak of at least TRIM_MIN_PEAK, malloc_trim hands the free
+ * pages back; it runs on a timer, at most once per burst, never per request. */
+#define TRIM_MIN_PEAK 256u
+
 void srv_http_check_deadlines(srv_http *h)
 {
+    if (h->conns_peak >= TRIM_MIN_PEAK && h->n_conns <= h->conns_peak / 2) {
+        malloc_trim(0);
+        h->conns_peak = h->n_conns;
+    }
     double t = now_s();
     for (srv_request *q = h->suspended, *next; q; q = next) {
         next = q->next;
@@ -637,18 +652,24 @@ static enum MHD_Result first_call(srv_request *q, const char *url, const char *m
     MHD_get_connection_values(q->conn, MHD_HEADER_KIND, scan_header, &hs);
     q->has_body = hs.transfer_encoding ||
                   (hs.content_length_value && strcmp(hs.content_length_value, "0") != 0);
-    if (hs.request_id && valid_request_id(hs.request_id))
-        snprintf(q->request_id, sizeof q->request_id, "%s", hs.request_id);
-    else
-        snprintf(q->request_id, sizeof q->request_id, "%08x%02x%06llx",
-                 (unsigned)(time(NULL) & 0xFFFFFFFF), h->index & 0xFF,
-                 (unsigned long long)(h->next_id++ & 0xFFFFFF));
-    snprintf(q->method, sizeof q->method, "%s",
-             strlen(method) < sizeof q->method ? method : "OTHER");
+    if (hs.request_id && valid_request_id(hs.request_id)) {
+        memcpy(q->request_id, hs.request_id, strlen(hs.request_id) + 1); /* <= 128 bytes */
+    } else {
+        /* 8 hex digits of the time, 2 of the loop, 6 of a per-loop counter (no printf: this
+         * is on every request). */
+        uint64_t id = (uint64_t)(time(NULL) & 0xFFFFFFFF) << 32 |
+                      (uint64_t)(h->index & 0xFF) << 24 | (h->next_id++ & 0xFFFFFF);
+        for (int i = 15; i >= 0; i--, id >>= 4)
+            q->request_id[i] = "0123456789abcdef"[id & 15];
+        q->request_id[16] = '\0';
+    }
+    size_t mlen = strlen(method);
+    memcpy(q->method, mlen < sizeof q->method ? method : "OTHER",
+           mlen < sizeof q->method ? mlen + 1 : sizeof "OTHER");
 
-    if (hs.bytes + strlen(url) > MAX_HEADER_BYTES)
+    if (hs.bytes + strlen(url) > h->cfg->max_header)
         return answer_now(q, 431, "headers-too-large",
-                          "the request line and headers exceed %u bytes", MAX_HEADER_BYTES);
+                          "the request line and headers exceed %u bytes", h->cfg->max_header);
     /* Refuse what would let a body be read ambiguously, before reading any of it. */
     if (hs.bad_name)
         return answer_now(q, 400, "bad-framing",
@@ -841,7 +862,7 @@ static void *uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
     q->h = h;
     q->t0 = now_s();
     q->route = SRV_ROUTE_OTHER;
-    snprintf(q->method, sizeof q->method, "OTHER");
+    memcpy(q->method, "OTHER", sizeof "OTHER");
     h->in_flight++;
     srv_metrics_in_flight_add(1);
     return q;
@@ -893,9 +914,10 @@ int srv_http_start(srv_http *h, int listen_fd, void (*wake)(void *), void *ctx)
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, handler, h,
         MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->cfg->max_connections,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_POOL, MHD_OPTION_UNESCAPE_CALLBACK,
-        no_unescape, NULL, MHD_OPTION_URI_LOG_CALLBACK, uri_log, h, MHD_OPTION_NOTIFY_COMPLETED,
-        completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)h->cfg->max_header + MHD_POOL_EXTRA,
+        MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_URI_LOG_CALLBACK, uri_log, h,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+        MHD_OPTION_END);
     if (!h->daemon) {
         srv_log(SRV_LOG_ERROR, "cannot start the HTTP daemon", NULL);
         return -1;

@@ -23,6 +23,8 @@ typedef struct srv_http {
     srv_done_queue done;    /* finished jobs of this loop */
     srv_request *suspended; /* doubly linked: requests waiting for a worker */
     srv_conn *conns;        /* doubly linked: every open connection of this loop */
+    unsigned n_conns;       /* open connections (tracked ones) */
+    unsigned conns_peak;    /* most open at once since the last heap trim */
     unsigned in_flight;     /* requests between first byte and completion */
     unsigned jobs_out;      /* jobs submitted and not yet drained back */
     uint64_t buffered;      /* bytes of request-body buffers held (--max-buffered) */
@@ -38,8 +40,9 @@ extern atomic_int srv_draining;
 int srv_http_start(srv_http *h, int listen_fd, void (*wake)(void *), void *ctx);
 /* Resumes the connections whose jobs finished (loop thread, from the async callback). */
 void srv_http_drain_done(srv_http *h);
-/* Answers 503 to suspended requests past their deadline, and closes connections whose request
- * has not arrived in full --timeout seconds after it began (loop thread, from a timer). */
+/* Answers 503 to suspended requests past their deadline, closes connections whose request
+ * has not arrived in full --timeout seconds after it began, and gives the heap back after a
+ * burst of connections has closed (loop thread, from a timer). */
 void srv_http_check_deadlines(srv_http *h);
 /* Shutdown: answers every suspended request with 503 (their jobs finish and are dropped). */
 void srv_http_cancel_all(srv_http *h);

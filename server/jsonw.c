@@ -43,6 +43,8 @@
  */
 #include "jsonw.h"
 
+#include "emb_kernels.h"
+
 #include <errno.h>
 #include <float.h>
 #include <limits.h>
@@ -428,33 +430,26 @@ static size_t put_float(char *out, float v)
     return (size_t)(p + 4 - out);
 }
 
-/* The text of every float an f16 holds exactly with a normal exponent, and of the zeros,
- * indexed by the f16's bits: 15 bytes of text, then its length. Stores keep rows as f16, so
+/* The text of every f16 value, indexed by its bits: 15 bytes of put_float's text of the value
+ * as a float ("null" for infinities and NaN), then its length. Stores keep rows as f16, so
  * nearly every float a lookup or a gather prints is one of these, and a 16-byte copy replaces
- * the digit search (about 30 ns per value here). Filled by jsonw_tables_init before any
- * thread starts and read-only after; until then every float takes put_float. 1 MiB. */
+ * the digit search (about 30 ns per value here). Filled by jsonw_tables_init before any thread
+ * starts and read-only after; until then every float takes put_float. 1 MiB. */
 static char f16_text[65536][16];
 static int f16_ready;
 
 void jsonw_tables_init(void)
 {
     for (uint32_t h = 0; h < 65536; h++) {
-        uint32_t e = (h >> 10) & 0x1F, bits = (h & 0x8000) << 16;
-        if (e == 31 || (e == 0 && (h & 0x3FF)))
-            continue; /* infinities, NaN and subnormals keep put_float */
-        if (e)
-            bits |= (e + 112) << 23 | (h & 0x3FF) << 13;
-        float v;
-        memcpy(&v, &bits, sizeof v);
         char text[JW_FLOAT_MAX + JW_FLOAT_SLACK];
-        size_t n = put_float(text, v);
+        size_t n = put_float(text, emb_f16_to_f32((uint16_t)h));
         memcpy(f16_text[h], text, n);
         f16_text[h][15] = (char)n;
     }
     f16_ready = 1;
 }
 
-/* put_float through f16_text when v is one of its values. */
+/* put_float through f16_text when v is an f16 value with a normal exponent, or a zero. */
 static inline size_t put_float_fast(char *out, float v)
 {
     uint32_t b;
@@ -499,6 +494,38 @@ void jsonw_float_array(jsonw *w, const float *v, size_t n)
             *p++ = ',';
         p += put_float_fast(p, v[i]);
     }
+    *p++ = ']';
+    w->len = (size_t)(p - w->buf);
+}
+
+void jsonw_f16_array(jsonw *w, const uint16_t *h, size_t n)
+{
+    if (!f16_ready) {
+        /* Before jsonw_tables_init (tests, tools): the same text through put_float. */
+        jsonw_char(w, '[');
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                jsonw_char(w, ',');
+            jsonw_float(w, emb_f16_to_f32(h[i]));
+        }
+        jsonw_char(w, ']');
+        return;
+    }
+    if (n > (SIZE_MAX - 2 - JW_FLOAT_SLACK) / (JW_FLOAT_MAX + 1)) {
+        w->oom = 1;
+        return;
+    }
+    if (jw_reserve(w, n * (JW_FLOAT_MAX + 1) + 2 + JW_FLOAT_SLACK))
+        return;
+    char *p = w->buf + w->len;
+    *p++ = '[';
+    for (size_t i = 0; i < n; i++) {
+        memcpy(p, f16_text[h[i]], 16); /* the length byte lands in the scribble room */
+        p += (unsigned char)f16_text[h[i]][15];
+        *p++ = ',';
+    }
+    if (n)
+        p--;
     *p++ = ']';
     w->len = (size_t)(p - w->buf);
 }

@@ -41,6 +41,9 @@ void jsonw_float(jsonw *w, float v);
 void jsonw_double(jsonw *w, double v);
 /* [v0,v1,...] of n floats. */
 void jsonw_float_array(jsonw *w, const float *v, size_t n);
+/* The same text as jsonw_float_array over the f16 values h[0..n) widened to float, from the f16
+ * table (no conversion, no digit search) once jsonw_tables_init has run. */
+void jsonw_f16_array(jsonw *w, const uint16_t *h, size_t n);
 /* A JSON string holding the standard base64 (RFC 4648, padded) of n bytes. */
 void jsonw_base64(jsonw *w, const void *data, size_t n);
 

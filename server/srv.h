@@ -25,6 +25,7 @@ typedef struct srv_config {
     uint32_t queue;        /* worker queue capacity */
     uint64_t max_body;     /* bytes */
     uint64_t max_buffered; /* request body bytes held at once, per loop */
+    uint32_t max_header;   /* bytes of request line and headers (431 above) */
     uint32_t max_batch;    /* ids, keys or vectors per request */
     uint32_t max_k;
     double timeout;           /* seconds: idle connections and request deadline */

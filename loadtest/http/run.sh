@@ -4,6 +4,7 @@
 #
 #   loadtest/http/run.sh [--duration S] [--out results.json] [--embd PATH] [--loops N]
 #                        [--threads N] [--connections N] [--wrk-threads N] [--rows N] [--dim N]
+#                        [--pairs N]
 #
 # Installs wrk and nginx (Debian packages) when missing, generates a clustered table in a temp
 # dir, starts `embd serve` and nginx on free 127.0.0.1 ports, runs every scenario for S seconds,
@@ -24,6 +25,7 @@ CONNS=64
 WRK_THREADS=2
 ROWS=100000
 DIM=128
+PAIRS=3            # single-row lookups and nginx, run alternately this many times
 
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
     --wrk-threads) WRK_THREADS=$2; shift 2 ;;
     --rows) ROWS=$2; shift 2 ;;
     --dim) DIM=$2; shift 2 ;;
+    --pairs) PAIRS=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -90,7 +93,7 @@ fi
 
 # Every server runs under `timeout`, so a run killed with SIGKILL still leaves nothing behind
 # for long: the budget covers every scenario plus setup.
-NSCEN=14
+NSCEN=$((14 + 2 * PAIRS))
 BUDGET=$((NSCEN * (DURATION + 15) + 300))
 
 # ---- data ----------------------------------------------------------------------------------
@@ -199,7 +202,6 @@ run() {
 }
 
 run rows "$EURL" rows.lua
-RPS_ROWS=$(awk -F'\t' '$1 == "rows" {print $2}' "$RESULTS")
 # Profile hook: PERF_ROWS=1 records embd during a second single-row run (perf must exist).
 if [ "${PERF_ROWS:-0}" = 1 ] && command -v perf >/dev/null; then
     log "perf record on embd (pid $EPID) during a single-row run"
@@ -212,6 +214,19 @@ if [ "${PERF_ROWS:-0}" = 1 ] && command -v perf >/dev/null; then
     log "perf summary in ${OUT%.json}.perf.txt"
 fi
 run static_nginx "$NURL" static.lua
+# The lookup/nginx ratio: the machine's load moves both, so the two run alternately, PAIRS
+# times (the first pair is rows and static_nginx above), and the ratio is the median over the
+# pairs; the paced runs use half the median nginx rate (the issue's "half that rate").
+for i in $(seq 2 "$PAIRS"); do
+    run "rows#$i" "$EURL" rows.lua
+    run "static_nginx#$i" "$NURL" static.lua
+done
+PAIR_RATIOS=$(awk -F'\t' '$1 ~ /^rows(#|$)/ {r[$1 == "rows" ? 1 : substr($1, 6)] = $2}
+    $1 ~ /^static_nginx(#|$)/ {n[$1 == "static_nginx" ? 1 : substr($1, 14)] = $2}
+    END {for (i = 1; i in r; i++) printf "%s%.3f", (i > 1 ? " " : ""), (n[i] > 0 ? r[i] / n[i] : 0)}' "$RESULTS")
+median() { tr ' ' '\n' | sort -g | awk '{v[NR] = $1} END {printf "%s", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+RATIO=$(echo "$PAIR_RATIOS" | median)
+NGINX_MEDIAN=$(awk -F'\t' '$1 ~ /^static_nginx(#|$)/ {printf "%s ", $2}' "$RESULTS" | sed 's/ $//' | median)
 run keys "$EURL" keys.lua
 run gather100_json "$EURL" gather100_json.lua
 run gather100_base64 "$EURL" gather100_base64.lua
@@ -219,7 +234,7 @@ run gather1000_json "$EURL" gather1000_json.lua
 run gather1000_base64 "$EURL" gather1000_base64.lua
 run search1 "$EURL" search1.lua
 run search_batch64 "$EURL" search_batch64.lua
-RATE=$(awk -v r="$RPS_ROWS" 'BEGIN {printf "%d", r / 2}')
+RATE=$(awk -v r="$NGINX_MEDIAN" 'BEGIN {printf "%d", r / 2}')
 run rows_paced "$EURL" rows_paced.lua "$RATE" "$WRK_THREADS"
 run static_paced "$NURL" static_paced.lua "$RATE" "$WRK_THREADS"
 
@@ -253,8 +268,6 @@ if [ -f "$LIBA" ] && command -v cc >/dev/null; then
 fi
 
 # ---- report --------------------------------------------------------------------------------
-RPS_NGINX=$(awk -F'\t' '$1 == "static_nginx" {print $2}' "$RESULTS")
-RATIO=$(awk -v a="$RPS_ROWS" -v b="$RPS_NGINX" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}')
 CPU=$(lscpu | awk -F': *' '/^Model name/ {print $2; exit}')
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true || echo false)
@@ -267,8 +280,8 @@ DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | gre
     printf '%-18s %12s %10s %10s %10s %8s %8s %10s\n' scenario 'req/s' 'p50 ms' 'p90 ms' 'p99 ms' non2xx errors 'MB/s'
     awk -F'\t' '{ printf "%-18s %12.1f %10s %10s %10s %8s %8s %10s\n", $1, $2, $3, $4, $5, $6, $7, $8 }' "$RESULTS"
     echo
-    echo "single-row lookup / nginx static ($STATIC_SIZE B): $RATIO"
-    echo "rows_paced and static_paced target: $RATE req/s (half of the single-row saturation rate)"
+    echo "single-row lookup / nginx static ($STATIC_SIZE B): $RATIO (median of $PAIRS alternating pairs: $PAIR_RATIOS)"
+    echo "rows_paced and static_paced target: $RATE req/s (half of nginx's median rate)"
     echo "gather 1000 x $DIM as JSON ($G_BYTES B), curl median of 21: server time to first byte $G_TTFB_MS ms, transfer $G_XFER_MS ms"
     echo "  library level: $G_ENC_NOTE"
 } | tee "$WORK/report.txt"
@@ -281,7 +294,7 @@ DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | gre
     printf '  "scenarios": [\n'
     awk -F'\t' '{ printf "%s    {\"name\": \"%s\", \"rps\": %s, \"p50_ms\": %s, \"p90_ms\": %s, \"p99_ms\": %s, \"non2xx\": %s, \"socket_errors\": %s, \"mb_per_s\": %s}", (NR > 1 ? ",\n" : ""), $1, $2, $3, $4, $5, $6, $7, $8 } END { print "" }' "$RESULTS"
     printf '  ],\n'
-    printf '  "rows_over_nginx": %s,\n  "rows_paced_target_rps": %s,\n' "$RATIO" "$RATE"
+    printf '  "rows_over_nginx": %s,\n  "rows_over_nginx_pairs": [%s],\n  "rows_paced_target_rps": %s,\n' "$RATIO" "$(echo "$PAIR_RATIOS" | sed 's/ /, /g')" "$RATE"
     printf '  "gather1000_json": {"bytes": %s, "curl_ttfb_ms": %s, "curl_transfer_ms": %s, "library_encode_ms": %s}\n}\n' \
         "${G_BYTES:-0}" "${G_TTFB_MS:-null}" "${G_XFER_MS:-null}" "${G_ENC_MS:-null}"
 } >"$OUT"

@@ -49,7 +49,7 @@
 
 /* Resident memory the server may keep above its warm baseline once a scenario's connections
  * are closed. Every scenario pushes far more through it (8 x 20 MiB bodies, JSON that jansson
- * would turn into gigabytes, 5,000 connections with a 40 KiB libmicrohttpd pool each), so a
+ * would turn into gigabytes, 5,000 connections with a 16 KiB libmicrohttpd pool each), so a
  * leak, or a heap that keeps its peak, fails the check. What may stay: glibc's heap slack (the
  * 128 KiB trim threshold, and fragmentation of the small per-connection and per-request records
  * between live ones) and the page tables and socket buffers of connections still closing.
@@ -412,7 +412,7 @@ static void check_oversized(const th_raw_result *got, int n)
                   "a 20 MiB chunked body, client %d: '%.300s'", i, got[n + i].data);
         int st = status_of(got[2 * n + i].data);
         cr_expect_eq(st, 431, "a %s header section, client %d: '%.200s'",
-                     i % 2 ? "100 KB" : "30 KB", i, got[2 * n + i].data);
+                     i % 2 ? "100 KB" : "12 KB", i, got[2 * n + i].data);
         if (i % 2 == 0)
             cr_expect(is_problem(&got[2 * n + i], 431, "headers-too-large"), "%.300s",
                       got[2 * n + i].data);
@@ -451,12 +451,12 @@ Test(hostile, oversized_bodies_and_headers_from_many_clients_at_once)
         ch_len += (size_t)sprintf(ch + ch_len, "\r\n");
     }
     ch_len += (size_t)sprintf(ch + ch_len, "0\r\n\r\n");
-    /* A 30 KB header section (over the server's 24 KiB limit: its 431 problem) and a 100 KB
-     * one (over libmicrohttpd's 40 KiB pool: its own 431 page). */
+    /* A 12 KB header section (over the server's default 8 KiB limit: its 431 problem) and a
+     * 100 KB one (over libmicrohttpd's 16 KiB pool: its own 431 page). */
     char *hdr[2];
     size_t hdr_len[2];
     for (int h = 0; h < 2; h++) {
-        size_t pad = h ? 100000 : 30000;
+        size_t pad = h ? 100000 : 12000;
         hdr[h] = malloc(pad + 256);
         int k = sprintf(hdr[h], "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ");
         memset(hdr[h] + k, 'p', pad);

@@ -2049,6 +2049,46 @@ Test(http, header_sections_too_large_get_431)
     free(rr.data);
 }
 
+/* --max-header-size moves the server's own limit (and libmicrohttpd's pool with it): at the
+ * default 8 KiB a 7000-byte header section is served and a 9000-byte one gets the 431 problem;
+ * at 32 KiB a 20000-byte one is served and a 33000-byte one gets the problem, not
+ * libmicrohttpd's page. Out-of-range values are refused at start. */
+Test(http, max_header_size_sets_the_limit)
+{
+    cur = &srv;
+    raw_result rr = big_header_request(7000);
+    cr_expect_eq(raw_status(&rr), 200, "7000 bytes at the default limit: %.200s", rr.data);
+    free(rr.data);
+    rr = big_header_request(9000);
+    cr_expect(is_431_problem(&rr), "9000 bytes at the default limit: %.300s", rr.data);
+    free(rr.data);
+
+    th_server wide;
+    const char *args[] = {"--max-header-size", "32768", NULL, NULL};
+    char store[600];
+    snprintf(store, sizeof store, "demo=%s", th_demo_store());
+    args[2] = store;
+    th_server_start(&wide, args);
+    cur = &wide;
+    rr = big_header_request(20000);
+    cr_expect_eq(raw_status(&rr), 200, "20000 bytes under --max-header-size 32768: %.200s",
+                 rr.data);
+    free(rr.data);
+    rr = big_header_request(33000);
+    cr_expect(is_431_problem(&rr), "33000 bytes over --max-header-size 32768: %.300s", rr.data);
+    free(rr.data);
+    cur = &srv;
+    cr_expect_eq(th_server_stop(&wide, SIGTERM), 0);
+
+    for (int i = 0; i < 2; i++) {
+        const char *v = i ? "2000000" : "512";
+        int rc = th_system("timeout 20 '%s' serve --listen 127.0.0.1:0 --max-header-size %s '%s' "
+                           "2>/dev/null",
+                           EMBD_BIN, v, store);
+        cr_expect_eq(rc, 2, "--max-header-size %s: exit %d, want 2 (a usage error)", v, rc);
+    }
+}
+
 /* ==== precedence: "A request with several faults gets the first in this order: 431 and 400
  * framing; 404 unknown path or 405; 401; 404 unknown table; 415; 413; 400 body syntax and
  * types; 422 values; 404 unknown id or key" ==== */

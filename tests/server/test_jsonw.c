@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "emb_kernels.h"
 #include "jsonw.h"
 
 /* ASan aborts on a request for 2^63 bytes instead of returning NULL (unless
@@ -509,6 +510,58 @@ Test(jsonw, f16_table_prints_what_the_digit_search_prints)
     }
     free(sa);
     free(v);
+}
+
+/* jsonw_f16_array (rows served straight from an f16 section) writes exactly what
+ * jsonw_float_array writes for the same values widened to float: every one of the 65536 bit
+ * patterns (NaN and infinities print null), in one array and in short ones (0, 1, 2 values,
+ * where the separators and brackets are all there is). Criterion runs each test in its own
+ * process, so the first array is printed before jsonw_tables_init (the digit-search fallback)
+ * and again after it. */
+static char *f16_text_of(const uint16_t *h, size_t n)
+{
+    jsonw w;
+    cr_assert_eq(jsonw_init(&w, 0), 0);
+    jsonw_f16_array(&w, h, n);
+    return steal_all(&w);
+}
+
+static char *f32_text_of(const uint16_t *h, size_t n)
+{
+    float *v = malloc((n ? n : 1) * sizeof *v);
+    cr_assert_not_null(v);
+    for (size_t i = 0; i < n; i++)
+        v[i] = emb_f16_to_f32(h[i]);
+    jsonw w;
+    cr_assert_eq(jsonw_init(&w, 0), 0);
+    jsonw_float_array(&w, v, n);
+    free(v);
+    return steal_all(&w);
+}
+
+Test(jsonw, f16_array_prints_what_the_float_array_prints)
+{
+    uint16_t *h = malloc(65536 * sizeof *h);
+    cr_assert_not_null(h);
+    for (uint32_t i = 0; i < 65536; i++)
+        h[i] = (uint16_t)(i * 40503u); /* every pattern once, in a scrambled order */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass)
+            jsonw_tables_init();
+        char *got = f16_text_of(h, 65536), *want = f32_text_of(h, 65536);
+        cr_assert_str_eq(got, want, "pass %d: the f16 array differs from the float array", pass);
+        cr_assert(strstr(got, "null"), "NaN and infinities print null");
+        free(got);
+        free(want);
+        for (size_t n = 0; n <= 2; n++) {
+            got = f16_text_of(h + 1000, n);
+            want = f32_text_of(h + 1000, n);
+            cr_assert_str_eq(got, want, "pass %d, %zu values", pass, n);
+            free(got);
+            free(want);
+        }
+    }
+    free(h);
 }
 
 /* ---- doubles and integers ---- */
