@@ -1,8 +1,8 @@
 /*
  * kernels_avx2.c - AVX2 + FMA + F16C kernels, 8 floats per vector.
  *
- * Compiled with -mavx2 -mfma -mf16c (see CMakeLists.txt); nothing here runs unless kernels.c
- * has checked the CPU. Invariants:
+ * Compiled with -mavx2 -mfma -mf16c -mpopcnt (see CMakeLists.txt); nothing here runs unless
+ * kernels.c has checked the CPU. Invariants:
  * - No load touches memory past n values of a row or a query. Float tails use vmaskmovps, which
  *   cannot fault on masked-off lanes; AVX2 has no 16-bit masked load, so half tails are copied
  *   into a small zeroed stack buffer first (rows live in a memory map whose end may be a page
@@ -432,6 +432,60 @@ static void tile_f32_avx2(const float *x, size_t ldx, size_t nr, const float *qt
     }
 }
 
+/* ---- q1 x q1: XOR + popcount ---- */
+
+/* Eight rows at a time (row l at rows + min(l, live - 1) * stride), block by block: each row's
+ * two words of sign bits XOR the query's, popcnt of the valid bits, the eight counts and the
+ * eight fp16 scales widened together, then lane l = fmaf(d_l * qd[b], cnt - 2 pop_l, lane l)
+ * from +0: the scalar twin's operations, so its bits. AVX2 has no vector popcount; the scalar
+ * popcnt does one 64-bit word per cycle, two per row and block. */
+static inline __attribute__((always_inline)) __m256 q1q1_group8(const uint8_t *rows, size_t stride,
+                                                                size_t live, const uint64_t *qbits,
+                                                                const float *qd, size_t n)
+{
+    __m256 tot = _mm256_setzero_ps();
+    _Alignas(32) int32_t pop[8];
+    uint16_t dh[8];
+    for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++) {
+        const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+        const uint64_t m0 = cnt >= 64 ? ~0ull : (1ull << cnt) - 1u;
+        const uint64_t m1 = cnt >= 128 ? ~0ull : cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u;
+        const uint64_t q0 = qbits[2 * b], q1 = qbits[2 * b + 1];
+#pragma GCC unroll 8
+        for (size_t l = 0; l < 8; l++) {
+            const uint8_t *p = rows + (l < live ? l : live - 1) * stride + b * EMB_Q1_BLOCK;
+            uint64_t w0, w1;
+            memcpy(&dh[l], p, sizeof dh[l]);
+            memcpy(&w0, p + 2, sizeof w0);
+            memcpy(&w1, p + 10, sizeof w1);
+            pop[l] = __builtin_popcountll((w0 ^ q0) & m0) + __builtin_popcountll((w1 ^ q1) & m1);
+        }
+        const __m256i pv = _mm256_load_si256((const __m256i *)(const void *)pop);
+        const __m256 v = _mm256_cvtepi32_ps(
+            _mm256_sub_epi32(_mm256_set1_epi32((int)cnt), _mm256_add_epi32(pv, pv)));
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)dh));
+        tot = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(qd[b])), v, tot);
+    }
+    return tot;
+}
+
+static void dot_q1q1_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows,
+                               const uint64_t *qbits, const float *qd, size_t n, float *out)
+{
+    size_t r0 = 0;
+    for (; r0 + 8 <= nrows; r0 += 8) {
+        for (size_t at = r0 * stride + PF_BYTES, to = at + 8 * stride; at < to; at += 64)
+            if (at < nrows * stride)
+                _mm_prefetch((const char *)rows + at, _MM_HINT_T0);
+        _mm256_storeu_ps(out + r0, q1q1_group8(rows + r0 * stride, stride, 8, qbits, qd, n));
+    }
+    if (r0 < nrows) {
+        float tmp[8];
+        _mm256_storeu_ps(tmp, q1q1_group8(rows + r0 * stride, stride, nrows - r0, qbits, qd, n));
+        memcpy(out + r0, tmp, (nrows - r0) * sizeof *out);
+    }
+}
+
 const emb_kernels emb__kernels_avx2 = {
     .level = EMB_SIMD_AVX2,
     .name = "avx2",
@@ -449,6 +503,7 @@ const emb_kernels emb__kernels_avx2 = {
     .dot_q1_rows = dot_q1_rows_avx2,
     .q1_to_f32 = q1_to_f32_avx2,
     .dot_q1q8_rows = dot_q1q8_rows_avx2,
+    .dot_q1q1_rows = dot_q1q1_rows_avx2,
     .tile_f32 = tile_f32_avx2,
 };
 
