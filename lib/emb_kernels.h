@@ -84,6 +84,10 @@ typedef struct emb_kernels {
      * integer part is exact, so every level returns the scalar's bits. n <= EMB_MAX_DIM. */
     void (*dot_q1q1_rows)(const uint8_t *rows, size_t stride, size_t nrows, const uint64_t *qbits,
                           const float *qd, size_t n, float *out);
+    /* The scan's filter: the first i in [0, n) with x[i] >= t (an ordered compare: a NaN never
+     * qualifies, and t = -inf admits every other value), or n when there is none. Exact, so every
+     * level returns the same index. */
+    size_t (*first_at_least)(const float *x, size_t n, float t);
     /* Batch tile (see emb_tile_limits): for r < nr and j < nq, out[r * ldq + j] = the dot
      * product of f32 row r (x + r * ldx, n values) with query j, the queries stored transposed
      * (value i of query j at qt[i * ldq + j]; ldq a multiple of 16, qt 64-byte aligned, the
@@ -134,6 +138,7 @@ float emb_dot_q1q8_scalar(const uint8_t *blocks, const float *q, size_t n);
 void emb_dot_q1q1_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows,
                               const uint64_t *qbits, const float *qd, size_t n, float *out);
 float emb_dot_q1q1_scalar(const uint8_t *blocks, const uint64_t *qbits, const float *qd, size_t n);
+size_t emb_first_at_least_scalar(const float *x, size_t n, float t);
 
 /* The query of a q1 x q1 scan, made once per query: per block of 128 values (the last holds
  * n % 128 when n is not a multiple of 128), bit j of the block is q_j >= 0, stored in

@@ -444,13 +444,13 @@ static inline __attribute__((always_inline)) __m256 q1q1_group8(const uint8_t *r
                                                                 const float *qd, size_t n)
 {
     __m256 tot = _mm256_setzero_ps();
-    _Alignas(32) int32_t pop[8];
-    uint16_t dh[8];
     for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++) {
         const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
         const uint64_t m0 = cnt >= 64 ? ~0ull : (1ull << cnt) - 1u;
         const uint64_t m1 = cnt >= 128 ? ~0ull : cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u;
         const uint64_t q0 = qbits[2 * b], q1 = qbits[2 * b + 1];
+        int pop[8];
+        uint16_t dh[8];
 #pragma GCC unroll 8
         for (size_t l = 0; l < 8; l++) {
             const uint8_t *p = rows + (l < live ? l : live - 1) * stride + b * EMB_Q1_BLOCK;
@@ -460,13 +460,43 @@ static inline __attribute__((always_inline)) __m256 q1q1_group8(const uint8_t *r
             memcpy(&w1, p + 10, sizeof w1);
             pop[l] = __builtin_popcountll((w0 ^ q0) & m0) + __builtin_popcountll((w1 ^ q1) & m1);
         }
-        const __m256i pv = _mm256_load_si256((const __m256i *)(const void *)pop);
+        /* Built in registers: eight small stores read back by one wide load would miss the
+         * store-to-load forwarding and stall every group. */
+        const __m256i pv =
+            _mm256_setr_epi32(pop[0], pop[1], pop[2], pop[3], pop[4], pop[5], pop[6], pop[7]);
         const __m256 v = _mm256_cvtepi32_ps(
             _mm256_sub_epi32(_mm256_set1_epi32((int)cnt), _mm256_add_epi32(pv, pv)));
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)dh));
+        const __m128i dv = _mm_setr_epi16((short)dh[0], (short)dh[1], (short)dh[2], (short)dh[3],
+                                          (short)dh[4], (short)dh[5], (short)dh[6], (short)dh[7]);
+        const __m256 d = _mm256_cvtph_ps(dv);
         tot = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(qd[b])), v, tot);
     }
     return tot;
+}
+
+/* ---- the scan's filter: eight compares per instruction, 32 values per test ---- */
+
+static size_t first_at_least_avx2(const float *x, size_t n, float t)
+{
+    const __m256 vt = _mm256_set1_ps(t);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const unsigned m0 =
+            (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), vt, _CMP_GE_OQ));
+        const unsigned m1 =
+            (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i + 8), vt, _CMP_GE_OQ));
+        const unsigned m2 = (unsigned)_mm256_movemask_ps(
+            _mm256_cmp_ps(_mm256_loadu_ps(x + i + 16), vt, _CMP_GE_OQ));
+        const unsigned m3 = (unsigned)_mm256_movemask_ps(
+            _mm256_cmp_ps(_mm256_loadu_ps(x + i + 24), vt, _CMP_GE_OQ));
+        const unsigned m = m0 | m1 << 8 | m2 << 16 | m3 << 24;
+        if (m)
+            return i + (size_t)__builtin_ctz(m);
+    }
+    for (; i < n; i++)
+        if (x[i] >= t)
+            return i;
+    return n;
 }
 
 static void dot_q1q1_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows,
@@ -504,6 +534,7 @@ const emb_kernels emb__kernels_avx2 = {
     .q1_to_f32 = q1_to_f32_avx2,
     .dot_q1q8_rows = dot_q1q8_rows_avx2,
     .dot_q1q1_rows = dot_q1q1_rows_avx2,
+    .first_at_least = first_at_least_avx2,
     .tile_f32 = tile_f32_avx2,
 };
 

@@ -11,7 +11,7 @@
  *   additions therefore differs from the scalar oracle, within the tolerances the tests state.
  * - The many-row kernels inline the one-row ones (bit-identical results) and prefetch ahead.
  *
- * Q1_0 against the f32 query (q1_f32): each 16-bit chunk of a block's sign bits is the mask of
+ * Q1_0 against the f32 query (q1 x f32): each 16-bit chunk of a block's sign bits is the mask of
  * a zero-masking add, so one instruction per 16 values sums the query over the set bits (S);
  * the block contributes d * (2 S - sum of the block's query), the first part accumulated in a
  * vector, the second in a scalar, both fused. Rejected: negating by a masked subtract (needs
@@ -323,6 +323,34 @@ static void l2sq_f16_rows_avx512(const uint8_t *rows, size_t stride, size_t nrow
     }
 }
 
+/* ---- the scan's filter ---- */
+
+/* Sixteen compares per instruction into a mask, 64 values per test: the rows of a scan that
+ * cannot enter the heap cost a fraction of an instruction each. */
+static size_t first_at_least_avx512(const float *x, size_t n, float t)
+{
+    const __m512 vt = _mm512_set1_ps(t);
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        const __mmask16 m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), vt, _CMP_GE_OQ);
+        const __mmask16 m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i + 16), vt, _CMP_GE_OQ);
+        const __mmask16 m2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i + 32), vt, _CMP_GE_OQ);
+        const __mmask16 m3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i + 48), vt, _CMP_GE_OQ);
+        const uint64_t m =
+            (uint64_t)m0 | (uint64_t)m1 << 16 | (uint64_t)m2 << 32 | (uint64_t)m3 << 48;
+        if (m)
+            return i + (size_t)__builtin_ctzll(m);
+    }
+    for (; i < n; i += 16) {
+        const __mmask16 lm = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
+        const __mmask16 m =
+            _mm512_mask_cmp_ps_mask(lm, _mm512_maskz_loadu_ps(lm, x + i), vt, _CMP_GE_OQ);
+        if (m)
+            return i + (size_t)__builtin_ctz(m);
+    }
+    return n;
+}
+
 /* ---- batch tile ---- */
 
 /* R rows x C vectors of 16 queries, starting at row r0 and query j0: dot products by fused
@@ -434,7 +462,8 @@ static void f32_to_f16_avx512(const float *in, uint16_t *out, size_t n)
         .dot_f32_rows = dot_f32_rows_avx512, .l2sq_f32_rows = l2sq_f32_rows_avx512,                \
         .dot_f16_rows = dot_f16_rows_avx512, .l2sq_f16_rows = l2sq_f16_rows_avx512,                \
         .dot_q1_rows = dot_q1_rows_avx512, .q1_to_f32 = q1_to_f32_avx512, .dot_q1q8_rows = q1q8,   \
-        .dot_q1q1_rows = q1q1, .tile_f32 = tile_f32_avx512,                                        \
+        .dot_q1q1_rows = q1q1, .first_at_least = first_at_least_avx512,                            \
+        .tile_f32 = tile_f32_avx512,                                                               \
     }
 
 const emb_kernels emb__kernels_avx512 = AVX512_TABLE(dot_q1q8_rows_avx512, dot_q1q1_rows_avx512);

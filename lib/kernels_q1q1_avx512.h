@@ -49,7 +49,7 @@ static inline __m512i q1q1_load_part(const uint8_t *p, size_t off, size_t len)
  * only live rows (the other lanes are garbage). qb: the query block in every 128-bit lane,
  * vm: the valid bits likewise (used when partial), cnt: the values of the block. */
 static inline __attribute__((always_inline)) __m512
-q1q1_group1(const uint8_t *p, size_t live, __m512i qb, __m512i vm, int partial, __m512i vcnt,
+q1q1_group1(const uint8_t *p, size_t live, __m512i qb, __m512i vm, int partial, __m512 vcnt,
             __m512 qd, const __m512i bidx[4], __m512i sidx, __m512i pidx)
 {
     __m512i z[5], y0, y1;
@@ -71,10 +71,10 @@ q1q1_group1(const uint8_t *p, size_t live, __m512i qb, __m512i vm, int partial, 
     __m512i c[4];
 #pragma GCC unroll 4
     for (int g = 0; g < 4; g++) {
-        __m512i x = _mm512_xor_si512(_mm512_permutex2var_epi16(z[g], bidx[g], z[g + 1]), qb);
-        if (partial)
-            x = _mm512_and_si512(x, vm);
-        c[g] = Q1Q1_POPCNT(x);
+        const __m512i w = _mm512_permutex2var_epi16(z[g], bidx[g], z[g + 1]);
+        /* (w ^ qb) & vm in one vpternlogq when the block is partial. */
+        c[g] = Q1Q1_POPCNT(partial ? _mm512_ternarylogic_epi64(w, qb, vm, 0x28)
+                                   : _mm512_xor_si512(w, qb));
     }
     /* Lane l of s01: rows l and 4 + l (their two halves added); of s23: rows 8 + l, 12 + l. */
     const __m512i s01 =
@@ -82,7 +82,8 @@ q1q1_group1(const uint8_t *p, size_t live, __m512i qb, __m512i vm, int partial, 
     const __m512i s23 =
         _mm512_add_epi64(_mm512_unpacklo_epi64(c[2], c[3]), _mm512_unpackhi_epi64(c[2], c[3]));
     const __m512i pop = _mm512_permutex2var_epi32(s01, pidx, s23);
-    const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(vcnt, _mm512_add_epi32(pop, pop)));
+    /* cnt - 2 pop, exact in float (integers below 2^24): one conversion and one fused step. */
+    const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pop), _mm512_set1_ps(-2.0f), vcnt);
     const __m512i sc =
         _mm512_mask_blend_epi16((__mmask32)0xff00u, _mm512_permutex2var_epi16(z[0], sidx, z[1]),
                                 _mm512_permutex2var_epi16(y0, sidx, y1));
@@ -139,7 +140,7 @@ static void Q1Q1_NAME(const uint8_t *rows, size_t stride, size_t nrows, const ui
         const uint64_t m0 = n >= 64 ? ~0ull : (1ull << n) - 1u;
         const uint64_t m1 = n >= 128 ? ~0ull : n > 64 ? (1ull << (n - 64)) - 1u : 0u;
         const __m512i vm = _mm512_broadcast_i32x4(_mm_set_epi64x((long long)m1, (long long)m0));
-        const __m512i vcnt = _mm512_set1_epi32((int)n);
+        const __m512 vcnt = _mm512_set1_ps((float)n);
         const __m512 vqd = _mm512_set1_ps(qd[0]);
         const int partial = n < EMB_Q1_GROUP;
         size_t r0 = 0;

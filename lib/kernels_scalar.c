@@ -205,6 +205,14 @@ void emb_dot_q1_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, co
         out[i] = emb_dot_q1_scalar(rows + i * stride, q, n);
 }
 
+size_t emb_first_at_least_scalar(const float *x, size_t n, float t)
+{
+    size_t i = 0;
+    while (i < n && !(x[i] >= t))
+        i++;
+    return i;
+}
+
 /* The limit of pair (r, j), rounded as every level rounds it. */
 static float tile_limit(const emb_tile_limits *lim, size_t r, size_t j)
 {

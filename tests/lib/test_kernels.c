@@ -661,6 +661,45 @@ Test(kernels, q1q1_query_encoding)
     }
 }
 
+/* The scan's filter: every level finds the first value >= t exactly where the scalar does, at
+ * every length and position (tails of every width included), with NaN never qualifying, values
+ * equal to t qualifying, -inf thresholds admitting everything but NaN, and no read past n (the
+ * array ends against a guard page). */
+Test(kernels, first_at_least_all_levels)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    uint64_t seed = 0x5eed0024;
+    for (size_t n = 0; n <= 200; n++) {
+        guarded g;
+        float *x = guard_alloc(&g, n * sizeof *x);
+        for (int trial = 0; trial < 12; trial++) {
+            for (size_t i = 0; i < n; i++)
+                x[i] = th_rand_unit(&seed);
+            float t = 2.0f; /* nothing qualifies */
+            if (n && trial % 4 != 0) {
+                /* One qualifying value at a random position, NaNs and equal values around. */
+                const size_t at = (size_t)(th_rand_u64(&seed) % n);
+                for (size_t i = 0; i < at; i++)
+                    if (th_rand_u64(&seed) % 3 == 0)
+                        x[i] = NAN;
+                x[at] = trial % 4 == 1 ? 2.0f : trial % 4 == 2 ? INFINITY : 3.0f;
+                t = trial % 4 == 3 ? 3.0f : 2.0f;
+            }
+            if (trial == 11) /* -inf: the first value that is not NaN */
+                t = -INFINITY;
+            const size_t want = emb_first_at_least_scalar(x, n, t);
+            for (size_t i = 0; i < want; i++)
+                cr_assert(!(x[i] >= t), "scalar n=%zu: skipped %zu", n, i);
+            cr_assert(want == n || x[want] >= t);
+            for (size_t l = 0; l < nl; l++)
+                cr_assert_eq(lv[l]->first_at_least(x, n, t), want, "[%s] n=%zu trial %d",
+                             lv[l]->name, n, trial);
+        }
+        guard_free(&g);
+    }
+}
+
 /* q1 -> f32 (for batches): every level writes emb_q1_decode's bits, -0 for a zero scale
  * included, and nothing past n. */
 Test(kernels, q1_to_f32_all_levels_bit_exact)
