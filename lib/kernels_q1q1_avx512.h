@@ -58,7 +58,8 @@ q1q1_group1(const uint8_t *p, size_t live, __m512i qb, __m512i vm, int partial, 
         z[1] = _mm512_loadu_si512(p + 64);
         z[2] = _mm512_loadu_si512(p + 128);
         z[3] = _mm512_loadu_si512(p + 192);
-        z[4] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(p + 256)));
+        /* Bytes 256..287; the upper half is never indexed (row 15 ends at word 143). */
+        z[4] = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(p + 256)));
         y0 = _mm512_loadu_si512(p + 144);
         y1 = _mm512_loadu_si512(p + 208);
     } else {
