@@ -17,8 +17,9 @@
  * (masked-off bytes are never read, so nothing past the rows is touched).
  *
  * Any other shape (several blocks per row, or a stride that is not 18) goes sixteen rows at a
- * time block by block: scalar popcnt of each row's two words, the 16 counts and the 16 scales
- * (one 32-bit gather, as q1 x q8 does) then widened and fused into lane r of the totals.
+ * time block by block: popcnt of each row's two words (written as scalar code, which the
+ * compiler partly vectorizes where VPOPCNTDQ is allowed), the 16 counts and the 16 scales (one
+ * 32-bit gather, as q1 x q8 does) then widened and fused into lane r of the totals.
  */
 #ifndef Q1Q1_NAME
 #error "define Q1Q1_NAME and Q1Q1_POPCNT before including kernels_q1q1_avx512.h"
