@@ -9,7 +9,7 @@
  *
  * Row layouts (see emb_format.h): f16 rows are IEEE binary16, f32 rows float, q1 rows GGML
  * Q1_0 blocks. Kernels take n = the number of values to use; callers pass dim. Queries are
- * always f32.
+ * f32, except for q1 x q1, whose query is in 1-bit form (emb_q1_encode_query).
  *
  * Canonical scores: for each level, the one-row kernel (dot_f16, dot_q1, ...) defines the score
  * of a row, and the many-row kernels (*_rows) return bit for bit the same value for every row,
@@ -74,6 +74,20 @@ typedef struct emb_kernels {
      * n <= EMB_MAX_DIM, q finite. */
     void (*dot_q1q8_rows)(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
                           size_t n, float *out);
+    /* Q1_0 rows against the query in 1-bit form too (q1 x q1: XOR + popcount), the query given
+     * as emb_q1_encode_query writes it (qbits: two little-endian words of signs per block, the
+     * bits past n zero; qd: one float scale per block). out[i] starts at +0 and, per block b in
+     * block order, becomes fmaf(d_b * qd[b], (float)(cnt_b - 2 * popcount((r_b ^ q_b) &
+     * valid_b)), out[i]): d_b the row's fp16 scale widened, cnt_b the values the block holds
+     * (128, or n % 128 for the last), valid_b the mask of those values' bits (the row's bits
+     * past n are never counted). The product d_b * qd[b] is rounded to float, then fused; the
+     * integer part is exact, so every level returns the scalar's bits. n <= EMB_MAX_DIM. */
+    void (*dot_q1q1_rows)(const uint8_t *rows, size_t stride, size_t nrows, const uint64_t *qbits,
+                          const float *qd, size_t n, float *out);
+    /* The scan's filter: the first i in [0, n) with x[i] >= t (an ordered compare: a NaN never
+     * qualifies, and t = -inf admits every other value), or n when there is none. Exact, so every
+     * level returns the same index. */
+    size_t (*first_at_least)(const float *x, size_t n, float t);
     /* Batch tile (see emb_tile_limits): for r < nr and j < nq, out[r * ldq + j] = the dot
      * product of f32 row r (x + r * ldx, n values) with query j, the queries stored transposed
      * (value i of query j at qt[i * ldq + j]; ldq a multiple of 16, qt 64-byte aligned, the
@@ -121,6 +135,19 @@ void emb_q1_to_f32_scalar(const uint8_t *blocks, float *out, size_t n);
 void emb_dot_q1q8_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
                               size_t n, float *out);
 float emb_dot_q1q8_scalar(const uint8_t *blocks, const float *q, size_t n);
+void emb_dot_q1q1_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows,
+                              const uint64_t *qbits, const float *qd, size_t n, float *out);
+float emb_dot_q1q1_scalar(const uint8_t *blocks, const uint64_t *qbits, const float *qd, size_t n);
+size_t emb_first_at_least_scalar(const float *x, size_t n, float t);
+
+/* The query of a q1 x q1 scan, made once per query: per block of 128 values (the last holds
+ * n % 128 when n is not a multiple of 128), bit j of the block is q_j >= 0, stored in
+ * qbits[2 b + j / 64] at bit j % 64, with the bits past n zero (the sign bits of emb_q1_encode);
+ * qd[b] = mean |q_j| over the block's values, summed in double and rounded once to float. The
+ * scale stays a float rather than an fp16 as in the rows: a query is any finite vector, and an
+ * fp16 scale would overflow above 65504 and vanish below 2^-24. Writes 2 * emb_q1_blocks(n)
+ * words and emb_q1_blocks(n) floats; reads exactly q[0..n). */
+void emb_q1_encode_query(const float *q, size_t n, uint64_t *qbits, float *qd);
 void emb_tile_f32_scalar(const float *x, size_t ldx, size_t nr, const float *qt, size_t ldq,
                          size_t nq, size_t n, const emb_tile_limits *lim, float *out,
                          uint16_t *hits);

@@ -9,8 +9,9 @@
  * Levels are ordered by the emb_simd enum. A request for a level names a ceiling: the best level
  * at or below it that this build and CPU have is used, so "avx512" on an AVX2-only machine runs
  * AVX2 and anything on an x86 build without the SIMD files runs scalar. The AVX-512 level has
- * two tables, the second with the VNNI build of q1 x q8, chosen by the CPU (one name, the same
- * results bit for bit). NEON is the level of aarch64 builds (every AArch64 CPU has it).
+ * four tables, with or without the VNNI build of q1 x q8 and the VPOPCNTDQ build of q1 x q1,
+ * chosen by the CPU (one name, the same results bit for bit). NEON is the level of aarch64 builds
+ * (every AArch64 CPU has it).
  *
  * Rejected: GNU ifunc resolvers (glibc-only, and tests could not narrow the level), and picking
  * per kernel rather than per table (one level per process keeps benchmarks interpretable).
@@ -43,6 +44,8 @@ static const emb_kernels scalar_kernels = {
     .dot_q1_rows = emb_dot_q1_rows_scalar,
     .q1_to_f32 = emb_q1_to_f32_scalar,
     .dot_q1q8_rows = emb_dot_q1q8_rows_scalar,
+    .dot_q1q1_rows = emb_dot_q1q1_rows_scalar,
+    .first_at_least = emb_first_at_least_scalar,
     .tile_f32 = emb_tile_f32_scalar,
 };
 
@@ -58,10 +61,13 @@ static int cpu_has_f16c(void)
     return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 }
 
+/* POPCNT (the q1 x q1 kernels' scalar counts): every AVX2 CPU has it, but it is its own CPUID
+ * bit, so it is checked like the others. */
 static int cpu_has_avx2(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c() &&
+           __builtin_cpu_supports("popcnt");
 }
 
 static int cpu_has_avx512(void)
@@ -71,12 +77,18 @@ static int cpu_has_avx512(void)
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
 
-/* AVX512_VNNI from CPUID leaf 7 sub-leaf 0 (ECX bit 11); the register state is the one the
- * AVX-512 check already covers. */
+/* AVX512_VNNI and AVX512_VPOPCNTDQ from CPUID leaf 7 sub-leaf 0 (ECX bits 11 and 14); the
+ * register state is the one the AVX-512 check already covers. */
 static int cpu_has_avx512vnni(void)
 {
     unsigned a, b, c, d;
     return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & bit_AVX512VNNI);
+}
+
+static int cpu_has_avx512vpopcnt(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & bit_AVX512VPOPCNTDQ);
 }
 #endif
 
@@ -90,6 +102,9 @@ const emb_kernels *emb_kernels_for(emb_simd level)
     case EMB_SIMD_AVX512:
         if (!cpu_has_avx512())
             return NULL;
+        if (cpu_has_avx512vpopcnt())
+            return cpu_has_avx512vnni() ? &emb__kernels_avx512_vnni_vpopcnt
+                                        : &emb__kernels_avx512_vpopcnt;
         return cpu_has_avx512vnni() ? &emb__kernels_avx512_vnni : &emb__kernels_avx512;
 #endif
 #if defined(__aarch64__)

@@ -1,8 +1,8 @@
 /*
  * kernels_avx2.c - AVX2 + FMA + F16C kernels, 8 floats per vector.
  *
- * Compiled with -mavx2 -mfma -mf16c (see CMakeLists.txt); nothing here runs unless kernels.c
- * has checked the CPU. Invariants:
+ * Compiled with -mavx2 -mfma -mf16c -mpopcnt (see CMakeLists.txt); nothing here runs unless
+ * kernels.c has checked the CPU. Invariants:
  * - No load touches memory past n values of a row or a query. Float tails use vmaskmovps, which
  *   cannot fault on masked-off lanes; AVX2 has no 16-bit masked load, so half tails are copied
  *   into a small zeroed stack buffer first (rows live in a memory map whose end may be a page
@@ -432,6 +432,90 @@ static void tile_f32_avx2(const float *x, size_t ldx, size_t nr, const float *qt
     }
 }
 
+/* ---- q1 x q1: XOR + popcount ---- */
+
+/* Eight rows at a time (row l at rows + min(l, live - 1) * stride), block by block: each row's
+ * two words of sign bits XOR the query's, popcnt of the valid bits, the eight counts and the
+ * eight fp16 scales widened together, then lane l = fmaf(d_l * qd[b], cnt - 2 pop_l, lane l)
+ * from +0: the scalar twin's operations, so its bits. AVX2 has no vector popcount; the scalar
+ * popcnt does one 64-bit word per cycle, two per row and block. */
+static inline __attribute__((always_inline)) __m256 q1q1_group8(const uint8_t *rows, size_t stride,
+                                                                size_t live, const uint64_t *qbits,
+                                                                const float *qd, size_t n)
+{
+    __m256 tot = _mm256_setzero_ps();
+    for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++) {
+        const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+        const uint64_t m0 = cnt >= 64 ? ~0ull : (1ull << cnt) - 1u;
+        const uint64_t m1 = cnt >= 128 ? ~0ull : cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u;
+        const uint64_t q0 = qbits[2 * b], q1 = qbits[2 * b + 1];
+        int pop[8];
+        uint16_t dh[8];
+#pragma GCC unroll 8
+        for (size_t l = 0; l < 8; l++) {
+            const uint8_t *p = rows + (l < live ? l : live - 1) * stride + b * EMB_Q1_BLOCK;
+            uint64_t w0, w1;
+            memcpy(&dh[l], p, sizeof dh[l]);
+            memcpy(&w0, p + 2, sizeof w0);
+            memcpy(&w1, p + 10, sizeof w1);
+            pop[l] = __builtin_popcountll((w0 ^ q0) & m0) + __builtin_popcountll((w1 ^ q1) & m1);
+        }
+        /* Built in registers: eight small stores read back by one wide load would miss the
+         * store-to-load forwarding and stall every group. */
+        const __m256i pv =
+            _mm256_setr_epi32(pop[0], pop[1], pop[2], pop[3], pop[4], pop[5], pop[6], pop[7]);
+        const __m256 v = _mm256_cvtepi32_ps(
+            _mm256_sub_epi32(_mm256_set1_epi32((int)cnt), _mm256_add_epi32(pv, pv)));
+        const __m128i dv = _mm_setr_epi16((short)dh[0], (short)dh[1], (short)dh[2], (short)dh[3],
+                                          (short)dh[4], (short)dh[5], (short)dh[6], (short)dh[7]);
+        const __m256 d = _mm256_cvtph_ps(dv);
+        tot = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(qd[b])), v, tot);
+    }
+    return tot;
+}
+
+/* ---- the scan's filter: eight compares per instruction, 32 values per test ---- */
+
+static size_t first_at_least_avx2(const float *x, size_t n, float t)
+{
+    const __m256 vt = _mm256_set1_ps(t);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const unsigned m0 =
+            (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), vt, _CMP_GE_OQ));
+        const unsigned m1 =
+            (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i + 8), vt, _CMP_GE_OQ));
+        const unsigned m2 = (unsigned)_mm256_movemask_ps(
+            _mm256_cmp_ps(_mm256_loadu_ps(x + i + 16), vt, _CMP_GE_OQ));
+        const unsigned m3 = (unsigned)_mm256_movemask_ps(
+            _mm256_cmp_ps(_mm256_loadu_ps(x + i + 24), vt, _CMP_GE_OQ));
+        const unsigned m = m0 | m1 << 8 | m2 << 16 | m3 << 24;
+        if (m)
+            return i + (size_t)__builtin_ctz(m);
+    }
+    for (; i < n; i++)
+        if (x[i] >= t)
+            return i;
+    return n;
+}
+
+static void dot_q1q1_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows,
+                               const uint64_t *qbits, const float *qd, size_t n, float *out)
+{
+    size_t r0 = 0;
+    for (; r0 + 8 <= nrows; r0 += 8) {
+        for (size_t at = r0 * stride + PF_BYTES, to = at + 8 * stride; at < to; at += 64)
+            if (at < nrows * stride)
+                _mm_prefetch((const char *)rows + at, _MM_HINT_T0);
+        _mm256_storeu_ps(out + r0, q1q1_group8(rows + r0 * stride, stride, 8, qbits, qd, n));
+    }
+    if (r0 < nrows) {
+        float tmp[8];
+        _mm256_storeu_ps(tmp, q1q1_group8(rows + r0 * stride, stride, nrows - r0, qbits, qd, n));
+        memcpy(out + r0, tmp, (nrows - r0) * sizeof *out);
+    }
+}
+
 const emb_kernels emb__kernels_avx2 = {
     .level = EMB_SIMD_AVX2,
     .name = "avx2",
@@ -449,6 +533,8 @@ const emb_kernels emb__kernels_avx2 = {
     .dot_q1_rows = dot_q1_rows_avx2,
     .q1_to_f32 = q1_to_f32_avx2,
     .dot_q1q8_rows = dot_q1q8_rows_avx2,
+    .dot_q1q1_rows = dot_q1q1_rows_avx2,
+    .first_at_least = first_at_least_avx2,
     .tile_f32 = tile_f32_avx2,
 };
 

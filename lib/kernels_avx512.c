@@ -1,7 +1,7 @@
 /*
  * kernels_avx512.c - AVX-512 (F/BW/VL) kernels, 16 floats per vector.
  *
- * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c (see CMakeLists.txt);
+ * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c -mpopcnt (see CMakeLists.txt);
  * nothing here runs unless kernels.c has checked the CPU. Invariants:
  * - No load touches memory past n values of a row or a query: the tail is a masked load, which
  *   cannot fault on masked-off lanes (rows live in a memory map whose end may be a page edge).
@@ -11,7 +11,7 @@
  *   additions therefore differs from the scalar oracle, within the tolerances the tests state.
  * - The many-row kernels inline the one-row ones (bit-identical results) and prefetch ahead.
  *
- * Q1_0 against the f32 query (q1_f32): each 16-bit chunk of a block's sign bits is the mask of
+ * Q1_0 against the f32 query (q1 x f32): each 16-bit chunk of a block's sign bits is the mask of
  * a zero-masking add, so one instruction per 16 values sums the query over the set bits (S);
  * the block contributes d * (2 S - sum of the block's query), the first part accumulated in a
  * vector, the second in a scalar, both fused. Rejected: negating by a masked subtract (needs
@@ -252,6 +252,24 @@ static inline __m512i dpbusd_bw(__m512i acc, __m512i a, __m512i b)
 #undef Q1Q8_NAME
 #undef Q1Q8_DPBUSD
 
+/* ---- q1 x q1 without VPOPCNTDQ: nibble counts by vpshufb, summed per 64 bits by vpsadbw ---- */
+
+static inline __m512i popcnt64_bw(__m512i x)
+{
+    const __m512i lut =
+        _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
+    const __m512i lo = _mm512_and_si512(x, _mm512_set1_epi8(0x0f));
+    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), _mm512_set1_epi8(0x0f));
+    const __m512i c = _mm512_add_epi8(_mm512_shuffle_epi8(lut, lo), _mm512_shuffle_epi8(lut, hi));
+    return _mm512_sad_epu8(c, _mm512_setzero_si512());
+}
+
+#define Q1Q1_NAME   dot_q1q1_rows_avx512
+#define Q1Q1_POPCNT popcnt64_bw
+#include "kernels_q1q1_avx512.h"
+#undef Q1Q1_NAME
+#undef Q1Q1_POPCNT
+
 /* ---- many rows, one query: the one-row kernels inlined in a loop (bit-identical) ---- */
 
 /* Software prefetch distance of the many-row scans. The hardware's stream prefetcher stops at
@@ -303,6 +321,34 @@ static void l2sq_f16_rows_avx512(const uint8_t *rows, size_t stride, size_t nrow
         prefetch_ahead(rows, stride, nrows, i);
         out[i] = l2sq_f16_avx512((const uint16_t *)(const void *)(rows + i * stride), q, n);
     }
+}
+
+/* ---- the scan's filter ---- */
+
+/* Sixteen compares per instruction into a mask, 64 values per test: the rows of a scan that
+ * cannot enter the heap cost a fraction of an instruction each. */
+static size_t first_at_least_avx512(const float *x, size_t n, float t)
+{
+    const __m512 vt = _mm512_set1_ps(t);
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        const __mmask16 m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), vt, _CMP_GE_OQ);
+        const __mmask16 m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i + 16), vt, _CMP_GE_OQ);
+        const __mmask16 m2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i + 32), vt, _CMP_GE_OQ);
+        const __mmask16 m3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i + 48), vt, _CMP_GE_OQ);
+        const uint64_t m =
+            (uint64_t)m0 | (uint64_t)m1 << 16 | (uint64_t)m2 << 32 | (uint64_t)m3 << 48;
+        if (m)
+            return i + (size_t)__builtin_ctzll(m);
+    }
+    for (; i < n; i += 16) {
+        const __mmask16 lm = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
+        const __mmask16 m =
+            _mm512_mask_cmp_ps_mask(lm, _mm512_maskz_loadu_ps(lm, x + i), vt, _CMP_GE_OQ);
+        if (m)
+            return i + (size_t)__builtin_ctz(m);
+    }
+    return n;
 }
 
 /* ---- batch tile ---- */
@@ -405,46 +451,27 @@ static void f32_to_f16_avx512(const float *in, uint16_t *out, size_t n)
     }
 }
 
-const emb_kernels emb__kernels_avx512 = {
-    .level = EMB_SIMD_AVX512,
-    .name = "avx512",
-    .dot_f32 = dot_f32_avx512,
-    .l2sq_f32 = l2sq_f32_avx512,
-    .dot_f16 = dot_f16_avx512,
-    .l2sq_f16 = l2sq_f16_avx512,
-    .dot_q1 = dot_q1_avx512,
-    .f16_to_f32 = f16_to_f32_avx512,
-    .f32_to_f16 = f32_to_f16_avx512,
-    .dot_f32_rows = dot_f32_rows_avx512,
-    .l2sq_f32_rows = l2sq_f32_rows_avx512,
-    .dot_f16_rows = dot_f16_rows_avx512,
-    .l2sq_f16_rows = l2sq_f16_rows_avx512,
-    .dot_q1_rows = dot_q1_rows_avx512,
-    .q1_to_f32 = q1_to_f32_avx512,
-    .dot_q1q8_rows = dot_q1q8_rows_avx512,
-    .tile_f32 = tile_f32_avx512,
-};
+/* The AVX-512 tables: one per combination of the two extras this level may use, VNNI for q1 x
+ * q8 (kernels_avx512vnni.c) and VPOPCNTDQ for q1 x q1 (kernels_avx512vpopcnt.c); kernels.c
+ * picks the one the CPU has. Every other kernel is the same, and so is every result. */
+#define AVX512_TABLE(q1q8, q1q1)                                                                   \
+    {                                                                                              \
+        .level = EMB_SIMD_AVX512, .name = "avx512", .dot_f32 = dot_f32_avx512,                     \
+        .l2sq_f32 = l2sq_f32_avx512, .dot_f16 = dot_f16_avx512, .l2sq_f16 = l2sq_f16_avx512,       \
+        .dot_q1 = dot_q1_avx512, .f16_to_f32 = f16_to_f32_avx512, .f32_to_f16 = f32_to_f16_avx512, \
+        .dot_f32_rows = dot_f32_rows_avx512, .l2sq_f32_rows = l2sq_f32_rows_avx512,                \
+        .dot_f16_rows = dot_f16_rows_avx512, .l2sq_f16_rows = l2sq_f16_rows_avx512,                \
+        .dot_q1_rows = dot_q1_rows_avx512, .q1_to_f32 = q1_to_f32_avx512, .dot_q1q8_rows = q1q8,   \
+        .dot_q1q1_rows = q1q1, .first_at_least = first_at_least_avx512,                            \
+        .tile_f32 = tile_f32_avx512,                                                               \
+    }
 
-/* The same table with the q1 x q8 kernel built for AVX-512 VNNI (kernels_avx512vnni.c); chosen
- * by kernels.c when the CPU has it. */
-const emb_kernels emb__kernels_avx512_vnni = {
-    .level = EMB_SIMD_AVX512,
-    .name = "avx512",
-    .dot_f32 = dot_f32_avx512,
-    .l2sq_f32 = l2sq_f32_avx512,
-    .dot_f16 = dot_f16_avx512,
-    .l2sq_f16 = l2sq_f16_avx512,
-    .dot_q1 = dot_q1_avx512,
-    .f16_to_f32 = f16_to_f32_avx512,
-    .f32_to_f16 = f32_to_f16_avx512,
-    .dot_f32_rows = dot_f32_rows_avx512,
-    .l2sq_f32_rows = l2sq_f32_rows_avx512,
-    .dot_f16_rows = dot_f16_rows_avx512,
-    .l2sq_f16_rows = l2sq_f16_rows_avx512,
-    .dot_q1_rows = dot_q1_rows_avx512,
-    .q1_to_f32 = q1_to_f32_avx512,
-    .dot_q1q8_rows = emb__dot_q1q8_rows_avx512vnni,
-    .tile_f32 = tile_f32_avx512,
-};
+const emb_kernels emb__kernels_avx512 = AVX512_TABLE(dot_q1q8_rows_avx512, dot_q1q1_rows_avx512);
+const emb_kernels emb__kernels_avx512_vnni =
+    AVX512_TABLE(emb__dot_q1q8_rows_avx512vnni, dot_q1q1_rows_avx512);
+const emb_kernels emb__kernels_avx512_vpopcnt =
+    AVX512_TABLE(dot_q1q8_rows_avx512, emb__dot_q1q1_rows_avx512vpopcnt);
+const emb_kernels emb__kernels_avx512_vnni_vpopcnt =
+    AVX512_TABLE(emb__dot_q1q8_rows_avx512vnni, emb__dot_q1q1_rows_avx512vpopcnt);
 
 #endif

@@ -28,10 +28,15 @@ size_t emb__q8_group(const float *q, size_t n, size_t g0, int8_t *qi, float *del
 extern const emb_kernels emb__kernels_avx2;
 /* AVX-512 F/BW/VL (+ AVX2, FMA, F16C). Only call through it when the CPU has them. */
 extern const emb_kernels emb__kernels_avx512;
-/* The same with AVX-512 VNNI (vpdpbusd) for the q1 x q8 kernel. */
+/* The same with AVX-512 VNNI (vpdpbusd) for the q1 x q8 kernel, with AVX512_VPOPCNTDQ
+ * (vpopcntq) for the q1 x q1 kernel, and with both. */
 extern const emb_kernels emb__kernels_avx512_vnni;
+extern const emb_kernels emb__kernels_avx512_vpopcnt;
+extern const emb_kernels emb__kernels_avx512_vnni_vpopcnt;
 void emb__dot_q1q8_rows_avx512vnni(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
                                    size_t n, float *out);
+void emb__dot_q1q1_rows_avx512vpopcnt(const uint8_t *rows, size_t stride, size_t nrows,
+                                      const uint64_t *qbits, const float *qd, size_t n, float *out);
 #endif
 
 #if defined(__aarch64__)

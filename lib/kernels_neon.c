@@ -15,6 +15,8 @@
  * - q1 x q8 is the scalar twin itself (integer sums, exact; AArch64 has dot-product
  *   instructions only from ARMv8.2, which this level does not assume).
  *
+ * q1 x q1: vcntq_u8 of the XOR of signs, pairwise adds down to one count per row (q1q1_group4).
+ *
  * Q1_0 against an f32 query: four sign bits become four lane masks (vtstq against 1, 2, 4, 8)
  * whose complement's top bit flips the query's sign (one XOR), as the AVX2 kernel does.
  */
@@ -332,6 +334,76 @@ static void tile_f32_neon(const float *x, size_t ldx, size_t nr, const float *qt
     }
 }
 
+/* ---- q1 x q1: XOR + popcount, four rows at a time ---- */
+
+/* Rows l < 4 at rows + min(l, live - 1) * stride, block by block: each row's 16 bytes of signs
+ * XOR the query's, masked to the valid bits, counted per byte (vcntq_u8) and summed by pairwise
+ * adds, the four rows' counts landing in the four lanes (no sum exceeds 128, so bytes hold
+ * them); the four fp16 scales widened together; then lane l = fmaf(d_l * qd[b], cnt - 2 pop_l,
+ * lane l) from +0, the scalar twin's operations. */
+INLINE float32x4_t q1q1_group4(const uint8_t *rows, size_t stride, size_t live,
+                               const uint64_t *qbits, const float *qd, size_t n)
+{
+    float32x4_t tot = vdupq_n_f32(0.0f);
+    for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++) {
+        const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+        const uint64_t m0 = cnt >= 64 ? ~0ull : (1ull << cnt) - 1u;
+        const uint64_t m1 = cnt >= 128 ? ~0ull : cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u;
+        const uint8x16_t vm = vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(m0), vcreate_u64(m1)));
+        const uint8x16_t qb = vreinterpretq_u8_u64(
+            vcombine_u64(vcreate_u64(qbits[2 * b]), vcreate_u64(qbits[2 * b + 1])));
+        uint8x16_t c[4];
+        uint16_t dh[4];
+        for (size_t l = 0; l < 4; l++) {
+            const uint8_t *p = rows + (l < live ? l : live - 1) * stride + b * EMB_Q1_BLOCK;
+            memcpy(&dh[l], p, sizeof dh[l]);
+            c[l] = vcntq_u8(vandq_u8(veorq_u8(vld1q_u8(p + 2), qb), vm));
+        }
+        /* 16 -> 8 -> 4 -> 2 -> 1 partial sums per row: row l's count ends in byte l. */
+        uint8x16_t s = vpaddq_u8(vpaddq_u8(c[0], c[1]), vpaddq_u8(c[2], c[3]));
+        s = vpaddq_u8(s, s);
+        s = vpaddq_u8(s, s);
+        const int32x4_t pop =
+            vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vget_low_u8(s)))));
+        const float32x4_t v =
+            vcvtq_f32_s32(vsubq_s32(vdupq_n_s32((int32_t)cnt), vaddq_s32(pop, pop)));
+        const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh)));
+        tot = vfmaq_f32(tot, vmulq_n_f32(d, qd[b]), v);
+    }
+    return tot;
+}
+
+/* The scan's filter: four compares per instruction, 16 values per test. */
+static size_t first_at_least_neon(const float *x, size_t n, float t)
+{
+    const float32x4_t vt = vdupq_n_f32(t);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const uint32x4_t m = vorrq_u32(
+            vorrq_u32(vcgeq_f32(vld1q_f32(x + i), vt), vcgeq_f32(vld1q_f32(x + i + 4), vt)),
+            vorrq_u32(vcgeq_f32(vld1q_f32(x + i + 8), vt), vcgeq_f32(vld1q_f32(x + i + 12), vt)));
+        if (vmaxvq_u32(m))
+            break;
+    }
+    for (; i < n; i++)
+        if (x[i] >= t)
+            return i;
+    return n;
+}
+
+static void dot_q1q1_rows_neon(const uint8_t *rows, size_t stride, size_t nrows,
+                               const uint64_t *qbits, const float *qd, size_t n, float *out)
+{
+    size_t r0 = 0;
+    for (; r0 + 4 <= nrows; r0 += 4)
+        vst1q_f32(out + r0, q1q1_group4(rows + r0 * stride, stride, 4, qbits, qd, n));
+    if (r0 < nrows) {
+        float tmp[4];
+        vst1q_f32(tmp, q1q1_group4(rows + r0 * stride, stride, nrows - r0, qbits, qd, n));
+        memcpy(out + r0, tmp, (nrows - r0) * sizeof *out);
+    }
+}
+
 const emb_kernels emb__kernels_neon = {
     .level = EMB_SIMD_NEON,
     .name = "neon",
@@ -349,6 +421,8 @@ const emb_kernels emb__kernels_neon = {
     .dot_q1_rows = dot_q1_rows_neon,
     .q1_to_f32 = q1_to_f32_neon,
     .dot_q1q8_rows = emb_dot_q1q8_rows_scalar,
+    .dot_q1q1_rows = dot_q1q1_rows_neon,
+    .first_at_least = first_at_least_neon,
     .tile_f32 = tile_f32_neon,
 };
 

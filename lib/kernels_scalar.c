@@ -205,6 +205,14 @@ void emb_dot_q1_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, co
         out[i] = emb_dot_q1_scalar(rows + i * stride, q, n);
 }
 
+size_t emb_first_at_least_scalar(const float *x, size_t n, float t)
+{
+    size_t i = 0;
+    while (i < n && !(x[i] >= t))
+        i++;
+    return i;
+}
+
 /* The limit of pair (r, j), rounded as every level rounds it. */
 static float tile_limit(const emb_tile_limits *lim, size_t r, size_t j)
 {
@@ -320,5 +328,55 @@ float emb_dot_q1q8_scalar(const uint8_t *blocks, const float *q, size_t n)
 {
     float out;
     emb_dot_q1q8_rows_scalar(blocks, 0, 1, q, n, &out);
+    return out;
+}
+
+/* ---- q1 rows against the query in 1-bit form (q1 x q1) ---- */
+
+/* The mask of the valid bits of a block holding cnt values (1..128), as two words. */
+static void q1q1_valid(size_t cnt, uint64_t m[2])
+{
+    m[0] = cnt >= 64 ? ~0ull : (1ull << cnt) - 1u;
+    m[1] = cnt >= 128 ? ~0ull : cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u;
+}
+
+/* Bytes [8 h, 8 h + 8) of a block's signs as a little-endian word, assembled byte by byte so
+ * that it means the same on any host and at any alignment. */
+static uint64_t q1q1_word(const uint8_t *qs, size_t h)
+{
+    uint64_t w = 0;
+    for (size_t i = 0; i < 8; i++)
+        w |= (uint64_t)qs[8 * h + i] << (8 * i);
+    return w;
+}
+
+/* Q1_0 rows against the query's sign bits and scales: per block, the number of values whose
+ * signs differ is counted exactly (XOR, then popcount of the valid bits), v = cnt - 2 * that
+ * = sum_j s_j t_j, and out[i] = the fused sum over blocks, in block order from +0, of
+ * (d_b * qd[b]) * v. Every level computes exactly these operations. */
+void emb_dot_q1q1_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows,
+                              const uint64_t *qbits, const float *qd, size_t n, float *out)
+{
+    for (size_t i = 0; i < nrows; i++) {
+        const uint8_t *blk = rows + i * stride;
+        float tot = 0.0f;
+        for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++, blk += EMB_Q1_BLOCK) {
+            const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+            uint64_t m[2];
+            q1q1_valid(cnt, m);
+            int diff = 0;
+            for (size_t h = 0; h < 2; h++)
+                diff += __builtin_popcountll((q1q1_word(blk + 2, h) ^ qbits[2 * b + h]) & m[h]);
+            const float d = emb_f16_to_f32((uint16_t)(blk[0] | blk[1] << 8));
+            tot = fmaf(d * qd[b], (float)((int)cnt - 2 * diff), tot);
+        }
+        out[i] = tot;
+    }
+}
+
+float emb_dot_q1q1_scalar(const uint8_t *blocks, const uint64_t *qbits, const float *qd, size_t n)
+{
+    float out;
+    emb_dot_q1q1_rows_scalar(blocks, 0, 1, qbits, qd, n, &out);
     return out;
 }

@@ -72,3 +72,23 @@ float emb_q1_norm2(const uint8_t *blocks, uint32_t dim)
     }
     return (float)s;
 }
+
+/* The query's 1-bit form for q1 x q1 (emb_kernels.h): the signs as emb_q1_encode sets them, in
+ * words, and a float scale per block. The mean is taken in double so that no finite query
+ * overflows it (128 values near FLT_MAX sum past float's range); it is at most max |q_j|, so
+ * the float it rounds to is finite. */
+void emb_q1_encode_query(const float *q, size_t n, uint64_t *qbits, float *qd)
+{
+    for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++) {
+        const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+        double sum = 0.0;
+        uint64_t w[2] = {0, 0};
+        for (size_t j = 0; j < cnt; j++) {
+            sum += fabs((double)q[j0 + j]);
+            w[j / 64] |= (uint64_t)(q[j0 + j] >= 0.0f) << (j % 64);
+        }
+        qbits[2 * b] = w[0];
+        qbits[2 * b + 1] = w[1];
+        qd[b] = (float)(sum / (double)cnt);
+    }
+}

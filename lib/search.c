@@ -12,9 +12,12 @@
  * stage never needs the exact row. Nothing here allocates: emb_scratch is made once per thread.
  *
  * Rows are scored SCAN_ROWS at a time by the many-row kernels, which return the one-row
- * kernels' bits, and only rows that beat the worst kept hit reach the heap. The q1 stage uses
- * q1 x q8 (the query rounded to int8 per block) unless emb_search_params.q1_f32. Batches: see
- * "many queries in one pass" below.
+ * kernels' bits, and only rows that beat the worst kept hit reach the heap. The q1 stage scores
+ * against the query form emb_search_params.q1_query names: q1 x q8 (the query rounded to int8
+ * per block, the default), q1 x f32, or q1 x q1 (the query's signs and block scales, made once
+ * per scan call by emb_q1_encode_query into the caller's scratch or, for emb_search_scan, a
+ * stack buffer: a deterministic function of the query, so every part of a split scan scores
+ * with the same bits). Batches: see "many queries in one pass" below.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -27,8 +30,10 @@
 
 struct emb_scratch {
     uint32_t dim, max_cand;
-    emb_hit *cand; /* max_cand */
-    emb_hit *best; /* EMB_MAX_K */
+    emb_hit *cand;   /* max_cand */
+    emb_hit *best;   /* EMB_MAX_K */
+    uint64_t *qbits; /* 2 x emb_q1_blocks(dim): the query's signs, for q1 x q1 */
+    float *qd;       /* emb_q1_blocks(dim): its block scales */
 };
 
 emb_scratch *emb_scratch_new(uint32_t dim, uint32_t max_candidates)
@@ -38,11 +43,14 @@ emb_scratch *emb_scratch_new(uint32_t dim, uint32_t max_candidates)
     emb_scratch *sc = calloc(1, sizeof *sc);
     if (!sc)
         return NULL;
+    const size_t nb = emb_q1_blocks(dim) ? emb_q1_blocks(dim) : 1;
     sc->dim = dim;
     sc->max_cand = max_candidates;
     sc->cand = malloc((size_t)max_candidates * sizeof *sc->cand);
     sc->best = malloc((size_t)EMB_MAX_K * sizeof *sc->best);
-    if (!sc->cand || !sc->best) {
+    sc->qbits = malloc(2 * nb * sizeof *sc->qbits);
+    sc->qd = malloc(nb * sizeof *sc->qd);
+    if (!sc->cand || !sc->best || !sc->qbits || !sc->qd) {
         emb_scratch_free(sc);
         return NULL;
     }
@@ -55,7 +63,31 @@ void emb_scratch_free(emb_scratch *sc)
         return;
     free(sc->cand);
     free(sc->best);
+    free(sc->qbits);
+    free(sc->qd);
     free(sc);
+}
+
+const char *emb_q1_query_name(emb_q1_query q)
+{
+    switch (q) {
+    case EMB_Q1_QUERY_Q8: return "q8";
+    case EMB_Q1_QUERY_F32: return "f32";
+    case EMB_Q1_QUERY_Q1: return "q1";
+    }
+    return "unknown";
+}
+
+int emb_q1_query_parse(const char *s, emb_q1_query *out)
+{
+    static const emb_q1_query all[] = {EMB_Q1_QUERY_Q8, EMB_Q1_QUERY_F32, EMB_Q1_QUERY_Q1};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (strcmp(s, emb_q1_query_name(all[i])) == 0) {
+            *out = all[i];
+            return 0;
+        }
+    }
+    return EMB_EINVAL;
 }
 
 static int excluded(const emb_search_params *p, uint64_t id)
@@ -80,7 +112,10 @@ typedef struct query_ctx {
     const float *q;
     float qn, qn2;
     emb_metric metric;
-    int q1_f32; /* q1 rows against the f32 query (else the int8-rounded one) */
+    emb_q1_query q1q; /* what q1 rows are scored against */
+    /* For q1 x q1: the query's 1-bit form (set by with_q1_query before a q1 scan). */
+    const uint64_t *qbits;
+    const float *qd;
 } query_ctx;
 
 static float cos_of(float dot, float qn, float rn)
@@ -98,8 +133,11 @@ static void score_rows(const query_ctx *c, uint32_t codec, uint64_t r0, size_t n
     const uint32_t dim = s->dim;
     if (codec == EMB_CODEC_Q1) {
         const uint8_t *rows = s->rows_q1 + r0 * s->stride_q1;
-        (c->q1_f32 ? c->kn->dot_q1_rows : c->kn->dot_q1q8_rows)(rows, s->stride_q1, nr, c->q, dim,
-                                                                out);
+        if (c->q1q == EMB_Q1_QUERY_Q1)
+            c->kn->dot_q1q1_rows(rows, s->stride_q1, nr, c->qbits, c->qd, dim, out);
+        else
+            (c->q1q == EMB_Q1_QUERY_F32 ? c->kn->dot_q1_rows : c->kn->dot_q1q8_rows)(
+                rows, s->stride_q1, nr, c->q, dim, out);
         if (c->metric == EMB_METRIC_DOT)
             return;
         for (size_t i = 0; i < nr; i++) {
@@ -146,28 +184,20 @@ float emb__score(const emb_store *s, uint32_t codec, emb_metric metric, const fl
 #define SCAN_ROWS 2048u
 
 /* Offers the scores sc[0..n) of rows r0.. to t, skipping p's exclusions and the id self. Most
- * rows lose to the worst hit kept, so that test comes first and costs one compare; exclusions
- * are looked up only for rows that would enter the heap. */
-static void offer(emb_topk *t, const float *sc, size_t n, uint64_t r0, const emb_search_params *p,
-                  uint64_t self)
+ * rows lose to the worst hit kept, so that test comes first: the kernels' filter skips to the
+ * next row that does not (16 compares per instruction with AVX-512; the compiler's SSE loop it
+ * replaced took a third of a q1 x q1 scan's time). Exclusions are looked up only for rows that
+ * would enter the heap; NaN scores never pass. */
+static void offer(const emb_kernels *kn, emb_topk *t, const float *sc, size_t n, uint64_t r0,
+                  const emb_search_params *p, uint64_t self)
 {
     if (t->k == 0)
         return;
     float worst = t->n == t->k ? t->hits[0].score : -INFINITY;
     for (size_t i = 0; i < n; i++) {
-        if (i % 16 == 0 && n - i >= 16) {
-            /* Sixteen rows at a time: a fixed-length loop the compiler turns into a few
-             * vector compares, so rows that all lose cost a fraction of a compare each. */
-            int any = 0;
-            for (size_t j = 0; j < 16; j++)
-                any |= sc[i + j] >= worst;
-            if (!any) {
-                i += 15;
-                continue;
-            }
-        }
-        if (!(sc[i] >= worst)) /* also drops NaN, which the heap refuses anyway */
-            continue;
+        i += kn->first_at_least(sc + i, n - i, worst);
+        if (i == n)
+            break;
         const uint64_t r = r0 + i;
         if (r == self || (p->n_exclude && excluded(p, r)))
             continue;
@@ -185,13 +215,24 @@ static void scan_range(const query_ctx *c, uint32_t codec, const emb_search_para
     for (uint64_t r0 = lo; r0 < hi; r0 += SCAN_ROWS) {
         const size_t n = hi - r0 < SCAN_ROWS ? (size_t)(hi - r0) : SCAN_ROWS;
         score_rows(c, codec, r0, n, sc);
-        offer(t, sc, n, r0, p, self);
+        offer(c->kn, t, sc, n, r0, p, self);
     }
 }
 
 static void scan(const query_ctx *c, uint32_t codec, const emb_search_params *p, emb_topk *t)
 {
     scan_range(c, codec, p, UINT64_MAX, t, 0, c->s->rows);
+}
+
+/* Makes c ready to score codec's rows: for a q1 x q1 scan, the query's 1-bit form goes into
+ * qbits[2 x blocks] and qd[blocks] (the caller's buffers, kept for as long as c is used). */
+static void with_q1_query(query_ctx *c, uint32_t codec, uint64_t *qbits, float *qd)
+{
+    if (codec != EMB_CODEC_Q1 || c->q1q != EMB_Q1_QUERY_Q1)
+        return;
+    emb_q1_encode_query(c->q, c->s->dim, qbits, qd);
+    c->qbits = qbits;
+    c->qd = qd;
 }
 
 uint32_t emb_store_default_oversample(const emb_store *s, uint32_t fallback)
@@ -223,10 +264,11 @@ uint32_t emb_store_default_oversample(const emb_store *s, uint32_t fallback)
 static int plan(const emb_store *s, const float *query, const emb_search_params *p, query_ctx *c,
                 emb_search_plan *pl)
 {
-    if (p->k == 0 || p->k > EMB_MAX_K || (unsigned)p->metric > EMB_METRIC_L2)
+    if (p->k == 0 || p->k > EMB_MAX_K || (unsigned)p->metric > EMB_METRIC_L2 ||
+        (unsigned)p->q1_query > EMB_Q1_QUERY_Q1)
         return EMB_EINVAL;
     *c = (query_ctx){
-        .s = s, .kn = emb_kernels_get(), .q = query, .metric = p->metric, .q1_f32 = p->q1_f32};
+        .s = s, .kn = emb_kernels_get(), .q = query, .metric = p->metric, .q1q = p->q1_query};
     double qn2 = 0;
     for (uint32_t j = 0; j < s->dim; j++) {
         if (!isfinite(query[j]))
@@ -272,6 +314,11 @@ int emb_search_scan(const emb_store *s, const float *query, const emb_search_par
         return rc;
     if (lo > hi || hi > s->rows)
         return EMB_ERANGE;
+    /* 10 KiB at most (EMB_MAX_DIM): this call has no scratch, and encoding the query once per
+     * call costs a few dim operations next to a scan of rows. */
+    uint64_t qbits[2 * (EMB_MAX_DIM / EMB_Q1_GROUP)];
+    float qd[EMB_MAX_DIM / EMB_Q1_GROUP];
+    with_q1_query(&c, pl.scan_codec, qbits, qd);
     scan_range(&c, pl.scan_codec, p, UINT64_MAX, heap, lo, hi);
     return 0;
 }
@@ -318,6 +365,7 @@ int emb_search(const emb_store *s, const float *query, const emb_search_params *
     uint32_t want = pl.candidates < sc->max_cand ? pl.candidates : sc->max_cand;
     emb_topk heap;
     emb_topk_init(&heap, pl.two_stage ? sc->cand : sc->best, pl.two_stage ? want : p->k);
+    with_q1_query(&c, pl.scan_codec, sc->qbits, sc->qd);
     scan(&c, pl.scan_codec, p, &heap);
     return emb_search_finish(s, query, p, &heap, sc, out);
 }
@@ -361,6 +409,9 @@ struct emb_batch_scratch {
     float *dots;         /* block x ldq: the tile's estimates */
     uint16_t *hits;      /* block x ldq / 16 */
     int8_t *qi;          /* EMB_Q1_GROUP: one block of a query rounded to int8 */
+    uint64_t *qbits;     /* max_nq x 2 x blocks: each query's signs, for q1 x q1 */
+    float *qd;           /* max_nq x blocks: its block scales */
+    uint32_t nb;         /* emb_q1_blocks(dim) */
 };
 
 static void *alloc64(size_t bytes)
@@ -397,8 +448,11 @@ emb_batch_scratch *emb_batch_scratch_new(uint32_t dim, uint32_t max_nq, uint32_t
     b->dots = alloc64(blk * ldq * sizeof *b->dots);
     b->hits = malloc(blk * (ldq / 16) * sizeof *b->hits);
     b->qi = malloc(EMB_Q1_GROUP);
+    b->nb = emb_q1_blocks(dim);
+    b->qbits = malloc((size_t)max_nq * 2 * b->nb * sizeof *b->qbits);
+    b->qd = malloc((size_t)max_nq * b->nb * sizeof *b->qd);
     if (!b->cand || !b->best || !b->heaps || !b->ctx || !b->qt || !b->qa || !b->xb || !b->rb ||
-        !b->dots || !b->hits || !b->qi) {
+        !b->dots || !b->hits || !b->qi || !b->qbits || !b->qd) {
         emb_batch_scratch_free(b);
         return NULL;
     }
@@ -426,6 +480,8 @@ void emb_batch_scratch_free(emb_batch_scratch *b)
     free(b->dots);
     free(b->hits);
     free(b->qi);
+    free(b->qbits);
+    free(b->qd);
     free(b);
 }
 
@@ -552,7 +608,7 @@ static void scan_tiled(emb_batch_scratch *b, uint32_t nq, uint32_t codec,
     const emb_store *s = c0->s;
     const uint32_t dim = s->dim, ldq = b->ldq;
     const float kappa = tile_kappa(dim);
-    const int q8 = codec == EMB_CODEC_Q1 && !p->q1_f32;
+    const int q8 = codec == EMB_CODEC_Q1 && p->q1_query == EMB_Q1_QUERY_Q8;
     for (uint32_t j = 0; j < ldq; j++) {
         if (j < nq) {
             put_query(b, j, b->ctx[j].q, dim, q8);
@@ -593,13 +649,16 @@ static void scan_tiled(emb_batch_scratch *b, uint32_t nq, uint32_t codec,
 }
 
 /* Scans codec for all queries into b->heaps, with the tile when the batch is wide enough and
- * the codec gains from it: q1 x q8 costs less per row and query than widening the row to f32
- * and a tile does, so q1 blocks go query by query through it (unless the f32 query is asked
- * for). */
+ * the codec gains from it: q1 x q8 and q1 x q1 cost less per row and query than widening the
+ * row to f32 and a tile does, so q1 blocks go query by query through them (unless the f32
+ * query is asked for). */
 static void scan_batch(emb_batch_scratch *b, uint32_t nq, uint32_t codec,
                        const emb_search_params *p, const uint64_t *self)
 {
-    if (nq >= BATCH_TILE_MIN && (codec != EMB_CODEC_Q1 || p->q1_f32))
+    for (uint32_t i = 0; i < nq; i++)
+        with_q1_query(&b->ctx[i], codec, b->qbits + (size_t)i * 2 * b->nb,
+                      b->qd + (size_t)i * b->nb);
+    if (nq >= BATCH_TILE_MIN && (codec != EMB_CODEC_Q1 || p->q1_query == EMB_Q1_QUERY_F32))
         scan_tiled(b, nq, codec, p, self);
     else
         scan_blocked(b, nq, codec, p, self, b->heaps);
@@ -610,7 +669,8 @@ int emb_search_batch(const emb_store *s, const float *queries, uint32_t nq,
                      emb_hit *out, uint32_t *counts)
 {
     if (nq == 0 || nq > b->max_nq || p->k == 0 || p->k > EMB_MAX_K ||
-        (unsigned)p->metric > EMB_METRIC_L2 || b->dim != s->dim)
+        (unsigned)p->metric > EMB_METRIC_L2 || (unsigned)p->q1_query > EMB_Q1_QUERY_Q1 ||
+        b->dim != s->dim)
         return EMB_EINVAL;
     const emb_kernels *kn = emb_kernels_get();
     for (uint32_t i = 0; i < nq; i++) {
@@ -627,7 +687,7 @@ int emb_search_batch(const emb_store *s, const float *queries, uint32_t nq,
                                 .qn = (float)sqrt(qn2),
                                 .qn2 = (float)qn2,
                                 .metric = p->metric,
-                                .q1_f32 = p->q1_f32};
+                                .q1q = p->q1_query};
     }
     uint32_t primary = emb_store_primary_codec(s);
     uint32_t codec = primary;

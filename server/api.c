@@ -1154,6 +1154,7 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
                                      {"include_vectors", T_BOOL},
                                      {"exact", T_BOOL},
                                      {"oversample", T_NUM},
+                                     {"first_stage", T_STR},
                                      {"encoding", T_STR},
                                      {"dtype", T_STR},
                                      {NULL, 0}};
@@ -1162,7 +1163,7 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
     if (!j)
         return -1;
     search_work *sw = calloc(1, sizeof *sw);
-    const char *metric, *enc, *dtype;
+    const char *metric, *enc, *dtype, *first;
     json_int_t k = 10, os = 0;
     uint64_t *refs = NULL;
     size_t n_refs = 0;
@@ -1175,7 +1176,7 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
         opt_string(j, "encoding", &enc, r) || opt_string(j, "dtype", &dtype, r) ||
         parse_encoding(enc, dtype, &sw->enc, r) || opt_int(j, "k", 1, cfg->max_k, &k, r) ||
         opt_int(j, "oversample", 1, EMB_MAX_OVERSAMPLE, &os, r) ||
-        opt_bool(j, "exact", &sw->p.exact, r) ||
+        opt_string(j, "first_stage", &first, r) || opt_bool(j, "exact", &sw->p.exact, r) ||
         opt_bool(j, "include_vectors", &sw->include_vectors, r))
         goto fail;
     const char *which = NULL;
@@ -1196,6 +1197,11 @@ static int post_search(const srv_config *cfg, const srv_api_request *q, srv_repl
     sw->p.metric = s->metric;
     if (metric && emb_metric_parse(metric, &sw->p.metric) != 0) {
         srv_reply_problem(r, 422, "invalid-value", "'metric' must be cos, dot or l2");
+        goto fail;
+    }
+    /* What the 1-bit stage scores rows against: q8 (default), q1 (XOR + popcount) or f32. */
+    if (first && emb_q1_query_parse(first, &sw->p.q1_query) != 0) {
+        srv_reply_problem(r, 422, "invalid-value", "'first_stage' must be q8, q1 or f32");
         goto fail;
     }
     sw->p.k = (uint32_t)k;

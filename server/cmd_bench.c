@@ -21,8 +21,13 @@
  *
  * Modes per store: "f32" and "f16" (exact scans, codec forced), "q1" (the 1-bit scan alone,
  * q1 x q8: the query rounded to int8 per block, the default), "q1-f32q" (the same against the
- * f32 query) and "two-stage" (q1 scan, k x oversample candidates rescored exactly, at the
- * store's default oversampling). Metric: dot by default (what faiss IndexFlatIP computes).
+ * f32 query), "q1-q1q" (against the query's own signs and block scales: q1 x q1, XOR +
+ * popcount), "two-stage" (q1 x q8 scan, k x oversample candidates rescored exactly, at the
+ * store's default oversampling) and "two-stage-q1q" (the same with a q1 x q1 scan); then
+ * "two-stage xN" and "two-stage-q1q xN" for each N of --oversample, or without it
+ * "two-stage-q1q xN" at 2 and 4 times the store's default (a cheaper, less accurate first stage
+ * needs more candidates for the same recall). Metric: dot by default (what faiss IndexFlatIP
+ * computes).
  *
  * Timing: every measurement runs --repeats slices of --seconds / --repeats each (at least one
  * operation per slice) and reports the best and the median slice. Nothing asserts on time. The
@@ -67,6 +72,7 @@
 #define BENCH_DEFAULT_SEED    42ull
 #define BENCH_CHECK_QUERIES   32u
 #define BENCH_TRUTH_BLOCK     64u /* rows scored for all queries before the next block */
+#define BENCH_MAX_OVERSAMPLES 6u
 
 /* ---- options --------------------------------------------------------------------------- */
 
@@ -84,6 +90,8 @@ typedef struct bench_opts {
     double seconds;
     uint64_t seed;
     emb_metric metric;
+    uint32_t oversample[BENCH_MAX_OVERSAMPLES]; /* --oversample: extra two-stage modes */
+    uint32_t n_oversample;
 } bench_opts;
 
 static void usage(FILE *out)
@@ -109,6 +117,9 @@ static void usage(FILE *out)
             "      --recall-queries N  queries used for recall (default %u)\n"
             "  -k, --k K               neighbours per query (default 10)\n"
             "      --metric M          dot | cos | l2 (default dot)\n"
+            "      --oversample LIST   comma-separated oversampling factors (1..100, up to %u):\n"
+            "                          two-stage modes at each, with the q1 x q8 and the q1 x q1\n"
+            "                          first stage (default: q1 x q1 at 2x and 4x the store's)\n"
             "  -t, --threads T         threads for the parallel modes (default: online CPUs)\n"
             "  -s, --seconds S         seconds per measurement (default 1)\n"
             "      --repeats R         slices per measurement: best and median (default %u)\n"
@@ -118,8 +129,8 @@ static void usage(FILE *out)
             "      --json OUT          write the results as JSON to OUT\n"
             "  -h, --help              this text\n",
             BENCH_DEFAULT_ROWS, BENCH_DEFAULT_DIM, BENCH_LARGE_ROWS, BENCH_LARGE_DIM,
-            BENCH_MAX_STORES, BENCH_DEFAULT_NQ, BENCH_DEFAULT_RQ, BENCH_DEFAULT_REPEATS,
-            BENCH_DEFAULT_BW_MIB, BENCH_DEFAULT_SEED);
+            BENCH_MAX_STORES, BENCH_DEFAULT_NQ, BENCH_DEFAULT_RQ, BENCH_MAX_OVERSAMPLES,
+            BENCH_DEFAULT_REPEATS, BENCH_DEFAULT_BW_MIB, BENCH_DEFAULT_SEED);
 }
 
 static int bad_value(const char *opt, const char *value, const char *want)
@@ -147,7 +158,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         OPT_BW,
         OPT_SEED,
         OPT_TMPDIR,
-        OPT_JSON
+        OPT_JSON,
+        OPT_OVERSAMPLE
     };
     static const struct option longopts[] = {
         {"rows", required_argument, NULL, OPT_ROWS},
@@ -169,6 +181,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         {"seed", required_argument, NULL, OPT_SEED},
         {"tmpdir", required_argument, NULL, OPT_TMPDIR},
         {"json", required_argument, NULL, OPT_JSON},
+        {"oversample", required_argument, NULL, OPT_OVERSAMPLE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -278,6 +291,26 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
             break;
         case OPT_TMPDIR: o->tmpdir = optarg; break;
         case OPT_JSON: o->json = optarg; break;
+        case OPT_OVERSAMPLE: {
+            o->n_oversample = 0;
+            char buf[256];
+            if (strlen(optarg) >= sizeof buf)
+                return bad_value("--oversample", optarg,
+                                 "up to 6 comma-separated integers in 1..100");
+            snprintf(buf, sizeof buf, "%s", optarg);
+            char *save = NULL;
+            for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                if (o->n_oversample == BENCH_MAX_OVERSAMPLES ||
+                    cli_parse_u64(t, EMB_MAX_OVERSAMPLE, &v) != 0 || v == 0)
+                    return bad_value("--oversample", optarg,
+                                     "up to 6 comma-separated integers in 1..100");
+                o->oversample[o->n_oversample++] = (uint32_t)v;
+            }
+            if (o->n_oversample == 0)
+                return bad_value("--oversample", optarg,
+                                 "up to 6 comma-separated integers in 1..100");
+            break;
+        }
         case 'h': usage(stdout); return 0;
         case ':':
             fprintf(stderr, "embd bench: option '%s' needs a value\n", argv[optind - 1]);
@@ -748,7 +781,7 @@ out:
 /* ---- search modes ---------------------------------------------------------------------- */
 
 typedef struct mode_result {
-    const char *mode;     /* "f32", "f16", "q1", "two-stage" */
+    char mode[24];        /* "f32", "f16", "q1", "q1-q1q", "two-stage", "two-stage-q1q x16" */
     uint32_t scan_codec;  /* EMB_CODEC_* */
     uint32_t candidates;  /* heap size of the scan */
     uint32_t oversample;  /* two-stage only, else 0 */
@@ -766,7 +799,7 @@ typedef struct mode_result {
     int failed;
 } mode_result;
 
-#define BENCH_MAX_MODES 5
+#define BENCH_MAX_MODES (7 + 2 * BENCH_MAX_OVERSAMPLES)
 
 typedef struct table_result {
     char name[96];
@@ -1049,27 +1082,50 @@ static int bench_store(const emb_store *s, const float *q, uint32_t nq, const fl
         free(truth);
         return -1;
     }
-    static const struct {
-        const char *name;
+    typedef struct mode_spec {
+        char name[24];
         uint32_t need, codec;
-        int two_stage, q1_f32;
-    } modes[BENCH_MAX_MODES] = {{"f32", EMB_CODEC_F32, EMB_CODEC_F32, 0, 0},
-                                {"f16", EMB_CODEC_F16, EMB_CODEC_F16, 0, 0},
-                                {"q1", EMB_CODEC_Q1, EMB_CODEC_Q1, 0, 0},
-                                {"q1-f32q", EMB_CODEC_Q1, EMB_CODEC_Q1, 0, 1},
-                                {"two-stage", EMB_CODEC_Q1, 0, 1, 0}};
-    for (int i = 0; i < BENCH_MAX_MODES; i++) {
+        int two_stage;
+        emb_q1_query q1q;
+        uint32_t oversample; /* two-stage: 0 = the store's default */
+    } mode_spec;
+    mode_spec modes[BENCH_MAX_MODES] = {
+        {"f32", EMB_CODEC_F32, EMB_CODEC_F32, 0, EMB_Q1_QUERY_Q8, 0},
+        {"f16", EMB_CODEC_F16, EMB_CODEC_F16, 0, EMB_Q1_QUERY_Q8, 0},
+        {"q1", EMB_CODEC_Q1, EMB_CODEC_Q1, 0, EMB_Q1_QUERY_Q8, 0},
+        {"q1-f32q", EMB_CODEC_Q1, EMB_CODEC_Q1, 0, EMB_Q1_QUERY_F32, 0},
+        {"q1-q1q", EMB_CODEC_Q1, EMB_CODEC_Q1, 0, EMB_Q1_QUERY_Q1, 0},
+        {"two-stage", EMB_CODEC_Q1, 0, 1, EMB_Q1_QUERY_Q8, 0},
+        {"two-stage-q1q", EMB_CODEC_Q1, 0, 1, EMB_Q1_QUERY_Q1, 0}};
+    int n_modes = 7;
+    const uint32_t def = emb_store_default_oversample(s, 10);
+    for (uint32_t i = 0; i < (o->n_oversample ? o->n_oversample : 2); i++) {
+        uint32_t os = o->n_oversample ? o->oversample[i] : def << (i + 1);
+        os = os > EMB_MAX_OVERSAMPLE ? EMB_MAX_OVERSAMPLE : os;
+        if (!o->n_oversample && i > 0 && os == modes[n_modes - 1].oversample)
+            break; /* both capped at the largest factor */
+        for (int st = o->n_oversample ? 0 : 1; st < 2; st++) {
+            mode_spec *ms = &modes[n_modes++];
+            *ms = (mode_spec){.need = EMB_CODEC_Q1,
+                              .two_stage = 1,
+                              .q1q = st ? EMB_Q1_QUERY_Q1 : EMB_Q1_QUERY_Q8,
+                              .oversample = os};
+            snprintf(ms->name, sizeof ms->name, "two-stage%s x%u", st ? "-q1q" : "", os);
+        }
+    }
+    for (int i = 0; i < n_modes; i++) {
         if (!(s->codecs & modes[i].need))
             continue;
         if (modes[i].two_stage && !(s->codecs & (EMB_CODEC_F16 | EMB_CODEC_F32)))
             continue;
         mode_result *m = &r->modes[r->n_modes++];
         memset(m, 0, sizeof *m);
-        m->mode = modes[i].name;
+        memcpy(m->mode, modes[i].name, sizeof m->mode);
         c.p = (emb_search_params){.metric = o->metric, .k = o->k};
         c.p.codec = (int)modes[i].codec;
         c.p.exact = !modes[i].two_stage;
-        c.p.q1_f32 = modes[i].q1_f32;
+        c.p.q1_query = modes[i].q1q;
+        c.p.oversample = modes[i].oversample;
         fprintf(stderr, "embd bench: %s: %s...\n", r->name, m->mode);
         run_mode(&c, m, truth, r->rq, o);
     }
@@ -1126,13 +1182,13 @@ static void print_report(const bench_run *b)
         const table_result *r = &b->tables[t];
         printf("\n%s: %llu x %u, %u queries (recall on %u)\n", r->name, (unsigned long long)r->rows,
                r->dim, r->nq, r->rq);
-        printf("%-10s %8s %17s %7s %5s %17s %7s %5s %17s %17s %7s %6s %6s\n", "mode", "MB/query",
+        printf("%-18s %8s %17s %7s %5s %17s %7s %5s %17s %17s %7s %6s %6s\n", "mode", "MB/query",
                "1t q/s", "GB/s", "%bw", "split q/s", "GB/s", "%bw", "b64 1t q/s", "b64 all q/s",
                "recall", "split=", "batch=");
         for (int i = 0; i < r->n_modes; i++) {
             const mode_result *m = &r->modes[i];
             if (m->failed) {
-                printf("%-10s failed\n", m->mode);
+                printf("%-18s failed\n", m->mode);
                 continue;
             }
             char c1[32], c2[32], c3[32], c4[32], rec[16], sp[16], ba[16];
@@ -1147,7 +1203,7 @@ static void print_report(const bench_run *b)
             snprintf(sp, sizeof sp, "%u/%u", m->split_agree, m->split_checked);
             snprintf(ba, sizeof ba, "%u/%u", m->batch_agree, m->batch_checked);
             double g1 = m->one.best * m->bytes_query / 1e9, g2 = m->all.best * m->bytes_query / 1e9;
-            printf("%-10s %8.2f %17s %7.2f %4.0f%% %17s %7.2f %4.0f%% %17s %17s %7s %6s %6s\n",
+            printf("%-18s %8.2f %17s %7.2f %4.0f%% %17s %7.2f %4.0f%% %17s %17s %7s %6s %6s\n",
                    m->mode, m->bytes_query / 1e6, c1, g1, 100 * m->bw1.median, c2, g2,
                    100 * m->bwn.median, c3, c4, rec, sp, ba);
         }

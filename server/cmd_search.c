@@ -30,6 +30,10 @@ static void usage(FILE *out)
             "  -x, --exact           skip the 1-bit stage (exact scan of f16/f32 rows)\n"
             "  -o, --oversample N    two-stage candidates = k x N (default: the store's, from\n"
             "                        embd pack's evaluation, else 10)\n"
+            "  -f, --first-stage Q   what the 1-bit rows are scored against: q8 (the query\n"
+            "                        rounded to int8 per 128 values, default), q1 (its signs and\n"
+            "                        block scales: XOR + popcount, faster, less accurate: use a\n"
+            "                        larger --oversample) or f32\n"
             "  -j, --json            JSON output\n"
             "  -h, --help            this text\n",
             EMB_MAX_K);
@@ -77,14 +81,16 @@ int cmd_search(int argc, char **argv)
                                              {"metric", required_argument, 0, 'm'},
                                              {"exact", no_argument, 0, 'x'},
                                              {"oversample", required_argument, 0, 'o'},
+                                             {"first-stage", required_argument, 0, 'f'},
                                              {"json", no_argument, 0, 'j'},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     const char *id_s = NULL, *key = NULL, *vec_s = NULL, *metric_s = NULL;
+    emb_q1_query q1q = EMB_Q1_QUERY_Q8;
     unsigned long long v, k = 10, os = 0, id = 0;
     int exact = 0, json = 0, c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "i:K:v:k:m:xo:jh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "i:K:v:k:m:xo:f:jh", longopts, NULL)) != -1) {
         switch (c) {
         case 'i': id_s = optarg; break;
         case 'K': key = optarg; break;
@@ -104,6 +110,12 @@ int cmd_search(int argc, char **argv)
                 return 2;
             }
             os = v;
+            break;
+        case 'f':
+            if (emb_q1_query_parse(optarg, &q1q) != 0) {
+                fprintf(stderr, "embd search: --first-stage wants q8, q1 or f32\n");
+                return 2;
+            }
             break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return 0;
@@ -125,8 +137,11 @@ int cmd_search(int argc, char **argv)
     float *q = malloc((size_t)s->dim * sizeof *q);
     emb_hit *hits = malloc((size_t)EMB_MAX_K * sizeof *hits);
     emb_scratch *sc = emb_scratch_new(s->dim, (uint32_t)k * EMB_MAX_OVERSAMPLE);
-    emb_search_params p = {
-        .metric = s->metric, .k = (uint32_t)k, .oversample = (uint32_t)os, .exact = exact};
+    emb_search_params p = {.metric = s->metric,
+                           .k = (uint32_t)k,
+                           .oversample = (uint32_t)os,
+                           .exact = exact,
+                           .q1_query = q1q};
     if (!q || !hits || !sc) {
         fprintf(stderr, "embd search: out of memory\n");
         goto out;

@@ -171,9 +171,16 @@ def main():
     pairs = [  # (faiss index, embd store codecs, embd mode)
         ("flat_f32", "f16", "f16"),
         ("sq_fp16", "f16", "f16"),
-        ("binary", "q1", "q1"),
+        ("binary", "q1", "q1"),  # the 1-bit stage, q1 x q8
+        ("binary", "q1", "q1-q1q"),  # the 1-bit stage, q1 x q1 (binary x binary, with scales)
         ("flat_f32", "f16 q1", "two-stage"),
+        ("flat_f32", "f16 q1", "two-stage-q1q"),
     ]
+    # Two-stage at the other oversampling factors embd bench measured (--oversample), with
+    # either first stage, in the order of the factor.
+    extra = sorted((m for c, m in modes if c == "f16 q1" and " x" in m),
+                   key=lambda m: (int(m.rsplit("x", 1)[1]), m))
+    pairs += [("flat_f32", "f16 q1", m) for m in extra]
     rows = []
     for fk, codecs, mode in pairs:
         f, m = res[fk], modes.get((codecs, mode))
@@ -205,7 +212,7 @@ def main():
     print("\nqueries/s, best of the slices; x = embd / faiss")
     hdr = ("faiss index", "embd mode", "faiss 1q", "embd 1t", "x", "embd split", "x",
            "faiss b64", "embd b64 1t", "x", "embd b64 all", "x", "faiss rec", "embd rec")
-    fmt = "{:<26} {:<26} {:>9} {:>9} {:>6} {:>10} {:>6} {:>9} {:>11} {:>6} {:>12} {:>6} {:>9} {:>8}"
+    fmt = "{:<26} {:<36} {:>9} {:>9} {:>6} {:>10} {:>6} {:>9} {:>11} {:>6} {:>12} {:>6} {:>9} {:>8}"
     print(fmt.format(*hdr))
     for r in rows:
         print(fmt.format(

@@ -3,7 +3,7 @@
 # generated rows and queries. A benchmark, never a test. See README.md in this folder.
 #
 #   run.sh [--rows N] [--dim D] [--nq Q] [--seconds S] [--repeats R] [--blas openblas|system]
-#          [--embd PATH] [--json OUT] [--keep]
+#          [--oversample LIST] [--embd PATH] [--json OUT] [--keep]
 #
 # Steps: embd gen writes N + Q clustered rows (seed 42, the generator embd bench uses); numpy
 # splits them into base.npy (the first N) and queries.npy (the last Q); embd pack packs base.npy
@@ -11,13 +11,14 @@
 # stores against the f32 rows; compare.py runs faiss on the same files and prints both. With
 # --blas openblas (the default) faiss runs on Debian's OpenBLAS, unpacked from its package into
 # a private directory and put first on LD_LIBRARY_PATH for compare.py only: the system's BLAS
-# alternative (the reference BLAS here, unoptimised) is left alone.
+# alternative (the reference BLAS here, unoptimised) is left alone. --oversample LIST is passed to
+# embd bench: two-stage modes at each factor with both first stages (q1 x q8 and q1 x q1).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 ROWS=100000 DIM=128 NQ=1000 SECONDS_PER=1 REPEATS=5 BLAS=openblas EMBD="" OUT="faiss_compare.json"
-KEEP=0
+KEEP=0 OVERSAMPLE=""
 PY=/usr/bin/python3
 NPROC="$(nproc)"
 
@@ -29,10 +30,11 @@ while [ $# -gt 0 ]; do
     --seconds) SECONDS_PER="$2"; shift 2 ;;
     --repeats) REPEATS="$2"; shift 2 ;;
     --blas) BLAS="$2"; shift 2 ;;
+    --oversample) OVERSAMPLE="$2"; shift 2 ;;
     --embd) EMBD="$2"; shift 2 ;;
     --json) OUT="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -82,7 +84,7 @@ log "embd bench"
 "$EMBD" bench --no-gen --store "$WORK/base_f16.emb" --store "$WORK/base_q1.emb" \
     --store "$WORK/base_f16+q1.emb" --npy "$WORK/base.npy" --queries "$WORK/queries.npy" \
     --nq "$NQ" --seconds "$SECONDS_PER" --repeats "$REPEATS" --threads "$NPROC" \
-    --json "$WORK/embd.json"
+    ${OVERSAMPLE:+--oversample "$OVERSAMPLE"} --json "$WORK/embd.json"
 
 # OpenBLAS for faiss, from Debian's package, without installing it (installing would switch
 # libblas.so.3 for every program on the machine). Cached in $EMBD_OPENBLAS_DIR.

@@ -76,6 +76,13 @@ expect "search with a short vector fails" 1 "$embd" search demo.emb --vector "1,
 vec=$($py -c 'print(",".join(["0.5"]*64))')
 expect "search by vector" 0 "$embd" search demo.emb --vector "$vec" -k 3 --metric dot
 expect "search k=0 is a usage error" 2 "$embd" search demo.emb --id 1 -k 0
+expect "search with the q1 x q1 first stage" 0 "$embd" search demo.emb --key apple -k 5 \
+  --first-stage q1 --oversample 20
+if grep -Eq "banana|pear|cherry|grape|plum|peach|mango|lemon|strawberry|apricot|kiwi|melon|fig|lime" out.txt; then
+  ok "q1 x q1 first stage: neighbours of apple include a fruit"; else fail "q1 x q1 first stage: a fruit"; fi
+expect "search --first-stage f32" 0 "$embd" search demo.emb --key apple -k 5 --first-stage f32
+expect "search with an unknown first stage is a usage error" 2 "$embd" search demo.emb --id 1 \
+  --first-stage q4
 
 # ---- damaged stores ----
 cp demo.emb flipped.emb
@@ -191,6 +198,26 @@ expect "bench on a small generated table" 0 "$embd" bench --rows 2000 --dim 32 -
 if $py -c 'import json; d=json.load(open("bench.json")); assert d["tables"] and d["bandwidth"]' 2>/dev/null; then
   ok "bench --json writes tables and bandwidth"; else fail "bench --json writes tables and bandwidth"; fi
 contains "bench checks the split and batch answers" "32/32 +64/64"
+if $py -c '
+import json
+d = json.load(open("bench.json"))
+modes = {m["mode"] for t in d["tables"] for m in t["modes"] if not m["failed"]}
+assert {"q1", "q1-q1q", "two-stage", "two-stage-q1q"} <= modes, modes
+assert any(m.startswith("two-stage-q1q x") for m in modes), modes
+' 2>/dev/null; then
+  ok "bench measures the q1 x q1 stage alone and in two-stage modes"
+else fail "bench measures the q1 x q1 stage alone and in two-stage modes"; fi
+expect "bench --oversample list" 0 "$embd" bench --rows 1000 --dim 16 --codec f16+q1 --seconds 0.05 \
+  --repeats 1 --bw-mib 16 --nq 32 --recall-queries 8 --oversample 2,5 --json bench2.json
+if $py -c '
+import json
+d = json.load(open("bench2.json"))
+modes = {m["mode"] for t in d["tables"] for m in t["modes"]}
+assert {"two-stage x2", "two-stage-q1q x2", "two-stage x5", "two-stage-q1q x5"} <= modes, modes
+' 2>/dev/null; then
+  ok "bench --oversample adds both first stages at each factor"
+else fail "bench --oversample adds both first stages at each factor"; fi
+expect "bench with a bad --oversample" 2 "$embd" bench --oversample 2,0
 expect "bench with a bad option" 2 "$embd" bench --rows 0
 
 expect "pack a missing file fails" 1 "$embd" pack does-not-exist.npy -o x.emb

@@ -180,6 +180,8 @@ static void check_level(const emb_kernels *k)
         emb_dot_q1q8_rows_scalar(rq1, sq1, nrows, q, n, want);
         for (size_t r = 0; r < nrows; r++)
             check(bits(out[r]) == bits(want[r]), "dot_q1q8_rows[%s] n=%zu row %zu", k->name, n, r);
+        size_t at = k->first_at_least(q, n, 0.5f);
+        check(at == emb_first_at_least_scalar(q, n, 0.5f), "first_at_least[%s] n=%zu", k->name, n);
         free(x);
         free(dec);
         free(dec2);
@@ -187,6 +189,56 @@ static void check_level(const emb_kernels *k)
         guard_free(&g16);
         guard_free(&gq1);
         guard_free(&gq);
+    }
+
+    /* q1 x q1, bit for bit, on 1..9 rows (partial and full groups of four) at the packed stride
+     * and at an odd one, the padding bits of the last block set on every other row. */
+    for (size_t t = 0; t < N_NS; t++) {
+        const size_t n = ns[t], nb = emb_q1_blocks((uint32_t)n);
+        if (n == 0)
+            continue;
+        for (size_t extra = 0; extra <= 5; extra += 5) {
+            const size_t stride = nb * EMB_Q1_BLOCK + extra, nrows = 9;
+            guarded gr;
+            uint8_t *rows = guard_alloc(&gr, (nrows - 1) * stride + nb * EMB_Q1_BLOCK);
+            float *x = malloc(n * 4), out[9], want[9];
+            uint64_t *qbits = malloc(2 * nb * sizeof *qbits);
+            float *qd = malloc(nb * sizeof *qd);
+            for (size_t r = 0; r < nrows; r++) {
+                for (size_t j = 0; j < n; j++)
+                    x[j] = rand_f();
+                emb_q1_encode(x, (uint32_t)n, rows + r * stride);
+                if (r % 2)
+                    for (size_t j = n - (nb - 1) * 128; j < 128; j++)
+                        rows[r * stride + (nb - 1) * EMB_Q1_BLOCK + 2 + j / 8] |=
+                            (uint8_t)(1u << (j % 8));
+            }
+            emb_q1_encode_query(x, n, qbits, qd);
+            for (size_t m = 1; m <= nrows; m += 4) {
+                k->dot_q1q1_rows(rows, stride, m, qbits, qd, n, out);
+                emb_dot_q1q1_rows_scalar(rows, stride, m, qbits, qd, n, want);
+                for (size_t r = 0; r < m; r++)
+                    check(bits(out[r]) == bits(want[r]),
+                          "dot_q1q1_rows[%s] n=%zu stride %zu rows %zu row %zu", k->name, n, stride,
+                          m, r);
+            }
+            free(x);
+            free(qbits);
+            free(qd);
+            guard_free(&gr);
+        }
+    }
+
+    /* The scan filter: the first value >= t, NaN never, at every length up to 70. */
+    for (size_t n = 0; n <= 70; n++) {
+        float v[70];
+        for (size_t i = 0; i < n; i++)
+            v[i] = i % 7 == 3 ? NAN : rand_f();
+        for (int ti = 0; ti < 3; ti++) {
+            const float t = ti == 0 ? -INFINITY : ti == 1 ? 0.9f : 2.0f;
+            check(k->first_at_least(v, n, t) == emb_first_at_least_scalar(v, n, t),
+                  "first_at_least[%s] n=%zu t=%g", k->name, n, (double)t);
+        }
     }
 
     /* Half conversions, bit for bit: every half, then a strided sweep of all floats. */
@@ -298,9 +350,13 @@ static void check_search(const char *dir)
     emb_scratch *sc = emb_scratch_new(dim, 1000);
     emb_hit got[20 * 10], one[10];
     uint32_t counts[20];
-    for (int mode = 0; mode < 6; mode++) {
-        emb_search_params p = {
-            .metric = (emb_metric)(mode % 3), .k = 10, .oversample = 4, .exact = mode >= 3};
+    for (int mode = 0; mode < 9; mode++) {
+        /* Two-stage (q1 x q8), exact, then two-stage with the q1 x q1 first stage. */
+        emb_search_params p = {.metric = (emb_metric)(mode % 3),
+                               .k = 10,
+                               .oversample = 4,
+                               .exact = mode >= 3 && mode < 6,
+                               .q1_query = mode >= 6 ? EMB_Q1_QUERY_Q1 : EMB_Q1_QUERY_Q8};
         for (uint32_t m = 1; m <= nq; m += nq - 1) { /* 1 query (narrow), 20 (tile) */
             check(emb_search_batch(s, qs, m, &p, NULL, bs, got, counts) == 0, "batch failed");
             for (uint32_t i = 0; i < m; i++) {

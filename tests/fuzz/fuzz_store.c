@@ -151,14 +151,16 @@ static void check_search(const emb_store *s, float *queries)
     emb_hit hits[2 * SEARCH_K];
     uint32_t counts[2];
     uint64_t exclude[1] = {0}, self[2] = {UINT64_MAX, 0};
-    for (int exact = 0; exact <= 1; exact++)
+    /* Exact, then each first stage (q1 x q8, x f32, x q1) of the q1 scan. */
+    for (int mode = 0; mode < 4; mode++)
         for (int metric = EMB_METRIC_COS; metric <= EMB_METRIC_L2; metric++) {
             emb_search_params p = {.metric = (emb_metric)metric,
                                    .k = SEARCH_K,
                                    .oversample = OVERSAMPLE,
-                                   .exact = exact,
+                                   .exact = mode == 3,
                                    .exclude = exclude,
-                                   .n_exclude = 1};
+                                   .n_exclude = 1,
+                                   .q1_query = mode < 3 ? (emb_q1_query)mode : EMB_Q1_QUERY_Q8};
             int n = emb_search(s, queries, &p, sc, hits);
             if (n != EMB_EINVAL)
                 check_hits(s, hits, n, SEARCH_K);

@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -311,7 +312,7 @@ static void rowset_free(rowset *rs)
 }
 
 /* Every level's many-row kernels return, bit for bit, what its one-row kernels return, and a
- * q1 x q8 row scores the same whatever rows share its call. */
+ * q1 x q8 or q1 x q1 row scores the same whatever rows share its call. */
 Test(kernels, rows_kernels_bit_identical_to_one_row)
 {
     const emb_kernels *lv[4];
@@ -326,6 +327,9 @@ Test(kernels, rows_kernels_bit_identical_to_one_row)
             guarded gq;
             float *q = guard_alloc(&gq, n * sizeof *q);
             th_rand_vec(&seed, q, n);
+            uint64_t qbits[2 * 6];
+            float qd[6];
+            emb_q1_encode_query(q, n, qbits, qd);
             float *out = malloc(nrows * sizeof *out), one;
             for (size_t l = 0; l < nl; l++) {
                 const emb_kernels *k = lv[l];
@@ -349,6 +353,12 @@ Test(kernels, rows_kernels_bit_identical_to_one_row)
                     k->dot_q1q8_rows(rs.q1 + r * rs.sq1, rs.sq1, 1, q, n, &one);
                     cr_assert_eq(f32_bits(out[r]), f32_bits(one),
                                  "q1q8[%s] n=%zu nrows=%zu row %zu", k->name, n, nrows, r);
+                }
+                k->dot_q1q1_rows(rs.q1, rs.sq1, nrows, qbits, qd, n, out);
+                for (size_t r = 0; r < nrows; r++) {
+                    k->dot_q1q1_rows(rs.q1 + r * rs.sq1, rs.sq1, 1, qbits, qd, n, &one);
+                    cr_assert_eq(f32_bits(out[r]), f32_bits(one),
+                                 "q1q1[%s] n=%zu nrows=%zu row %zu", k->name, n, nrows, r);
                 }
             }
             free(out);
@@ -423,6 +433,270 @@ Test(kernels, q1q8_all_levels_bit_exact)
         free(got);
         guard_free(&gq);
         rowset_free(&rs);
+    }
+}
+
+/* ---- q1 x q1 ---------------------------------------------------------------------------- */
+
+/* Every q1 x q1 kernel this machine can run: each level's, and on x86 each of the AVX-512
+ * builds (BW and VPOPCNTDQ, with and without VNNI) the CPU has, whichever the dispatcher picks. */
+static size_t q1q1_kernels(const emb_kernels **out, const char **names)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    size_t n = 0;
+    for (size_t l = 0; l < nl; l++) {
+        names[n] = lv[l]->name;
+        out[n++] = lv[l];
+    }
+#if defined(__x86_64__)
+    if (emb_kernels_for(EMB_SIMD_AVX512)) {
+        const int vnni = __builtin_cpu_supports("avx512vnni");
+        const int vpop = __builtin_cpu_supports("avx512vpopcntdq");
+        const struct {
+            const emb_kernels *k;
+            const char *name;
+            int ok;
+        } all[] = {{&emb__kernels_avx512, "avx512 bw", 1},
+                   {&emb__kernels_avx512_vnni, "avx512 vnni", vnni},
+                   {&emb__kernels_avx512_vpopcnt, "avx512 vpopcnt", vpop},
+                   {&emb__kernels_avx512_vnni_vpopcnt, "avx512 vnni+vpopcnt", vnni && vpop}};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            if (all[i].ok) {
+                names[n] = all[i].name;
+                out[n++] = all[i].k;
+            }
+    }
+#endif
+    return n;
+}
+
+/* The documented arithmetic, redone here without popcount: per block, v = sum over the block's
+ * values of s_j t_j (+1 when the signs agree, -1 when not), then the fused sum in block order. */
+static float q1q1_reference(const uint8_t *blk, const uint64_t *qbits, const float *qd, size_t n)
+{
+    float tot = 0.0f;
+    for (size_t j0 = 0, b = 0; j0 < n; j0 += 128, b++, blk += EMB_Q1_BLOCK) {
+        const size_t cnt = n - j0 < 128 ? n - j0 : 128;
+        int v = 0;
+        for (size_t j = 0; j < cnt; j++) {
+            const int r = blk[2 + j / 8] >> (j % 8) & 1;
+            const int t = (int)(qbits[2 * b + j / 64] >> (j % 64) & 1);
+            v += r == t ? 1 : -1;
+        }
+        const float d = emb_f16_to_f32((uint16_t)(blk[0] | blk[1] << 8));
+        tot = fmaf(d * qd[b], (float)v, tot);
+    }
+    return tot;
+}
+
+/* Compares every kernel with the scalar twin, bit for bit (NaN with NaN), on nrows rows at
+ * stride bytes (the last row's last byte against a guard page), and the scalar with the
+ * reference. */
+static void q1q1_check(const char *what, const uint8_t *rows, size_t stride, size_t nrows,
+                       const float *q, size_t n)
+{
+    const emb_kernels *ks[8];
+    const char *names[8];
+    const size_t nk = q1q1_kernels(ks, names);
+    const size_t nb = emb_q1_blocks((uint32_t)n);
+    uint64_t *qbits = malloc(2 * nb * sizeof *qbits);
+    float *qd = malloc(nb * sizeof *qd);
+    float *want = malloc(nrows * sizeof *want), *got = malloc((nrows + 1) * sizeof *got);
+    cr_assert(qbits && qd && want && got);
+    emb_q1_encode_query(q, n, qbits, qd);
+    emb_dot_q1q1_rows_scalar(rows, stride, nrows, qbits, qd, n, want);
+    for (size_t r = 0; r < nrows; r++) {
+        const float ref = q1q1_reference(rows + r * stride, qbits, qd, n);
+        cr_assert(f32_bits(want[r]) == f32_bits(ref) || (isnan(want[r]) && isnan(ref)),
+                  "%s n=%zu row %zu: scalar %a, reference %a", what, n, r, (double)want[r],
+                  (double)ref);
+    }
+    for (size_t i = 0; i < nk; i++) {
+        got[nrows] = 42.0f;
+        ks[i]->dot_q1q1_rows(rows, stride, nrows, qbits, qd, n, got);
+        cr_assert_eq(got[nrows], 42.0f, "%s [%s] wrote past nrows", what, names[i]);
+        for (size_t r = 0; r < nrows; r++)
+            cr_assert(f32_bits(got[r]) == f32_bits(want[r]) || (isnan(got[r]) && isnan(want[r])),
+                      "%s [%s] n=%zu stride %zu nrows %zu row %zu: %a want %a", what, names[i], n,
+                      stride, nrows, r, (double)got[r], (double)want[r]);
+    }
+    free(qbits);
+    free(qd);
+    free(want);
+    free(got);
+}
+
+/* Random rows and queries at every dimension and row count that crosses a grouping (16-row
+ * groups, the one-block fast path and the general one), odd rows with every padding bit set;
+ * the same rows again at strides that are not 18 x blocks (odd, unaligned), the last row's last
+ * byte against a guard page in every case. */
+Test(kernels, q1q1_all_levels_bit_exact)
+{
+    uint64_t seed = 0x5eed0021;
+    static const size_t ns[] = {1, 2, 7, 63, 64, 65, 100, 127, 128, 129, 255, 256, 300, 768, 1000};
+    static const size_t nrs[] = {1, 2, 15, 16, 17, 31, 32, 33, 40, 100};
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+        for (size_t u = 0; u < sizeof nrs / sizeof nrs[0]; u++) {
+            const size_t n = ns[t], nrows = nrs[u];
+            rowset rs;
+            rowset_make(&rs, &seed, nrows, n);
+            guarded gq;
+            float *q = guard_alloc(&gq, n * sizeof *q);
+            th_rand_vec(&seed, q, n);
+            char what[64];
+            snprintf(what, sizeof what, "packed");
+            q1q1_check(what, rs.q1, rs.sq1, nrows, q, n);
+            static const size_t extra[] = {1, 7, 46};
+            const size_t e = extra[(t + u) % 3];
+            const size_t stride = rs.sq1 + e;
+            guarded gs;
+            uint8_t *sp = guard_alloc(&gs, (nrows - 1) * stride + rs.sq1);
+            for (size_t r = 0; r < nrows; r++) {
+                memcpy(sp + r * stride, rs.q1 + r * rs.sq1, rs.sq1);
+                if (r + 1 < nrows)
+                    memset(sp + r * stride + rs.sq1, 0xa5, e); /* bytes between rows */
+            }
+            snprintf(what, sizeof what, "stride +%zu", e);
+            q1q1_check(what, sp, stride, nrows, q, n);
+            guard_free(&gs);
+            guard_free(&gq);
+            rowset_free(&rs);
+        }
+    }
+}
+
+/* Adversarial bits and scales: rows of all ones, all zeros, the query's own signs and their
+ * complement (the extreme counts 0 and cnt), padding bits set; row scales zero, -0, the largest
+ * fp16 (65504), the smallest subnormal, negative, infinite; queries zero, of one sign, huge
+ * (near FLT_MAX: the product of scales overflows) and subnormal. */
+Test(kernels, q1q1_adversarial_bits_and_scales)
+{
+    static const uint16_t scales[] = {0x0000, 0x8000, 0x7bff, 0x0001, 0x03ff, 0x3c00,
+                                      0xbc00, 0x7c00, 0x0400, 0x5a3c, 0x1234, 0x2e66};
+    static const size_t ns[] = {1, 64, 100, 128, 200, 256, 385};
+    uint64_t seed = 0x5eed0022;
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+        const size_t n = ns[t], nb = emb_q1_blocks((uint32_t)n), stride = nb * EMB_Q1_BLOCK;
+        const size_t nrows = 37;
+        float *q = malloc(n * sizeof *q);
+        uint64_t *qbits = malloc(2 * nb * sizeof *qbits);
+        float *qd = malloc(nb * sizeof *qd);
+        guarded g;
+        uint8_t *rows = guard_alloc(&g, nrows * stride);
+        for (int qk = 0; qk < 5; qk++) {
+            th_rand_vec(&seed, q, n);
+            for (size_t j = 0; j < n; j++) {
+                if (qk == 1)
+                    q[j] = 0.0f;
+                else if (qk == 2)
+                    q[j] = fabsf(q[j]) + 1.0f;
+                else if (qk == 3)
+                    q[j] *= 1.5e38f;
+                else if (qk == 4)
+                    q[j] *= 1e-41f;
+            }
+            emb_q1_encode_query(q, n, qbits, qd);
+            for (size_t r = 0; r < nrows; r++) {
+                for (size_t b = 0; b < nb; b++) {
+                    uint8_t *blk = rows + r * stride + b * EMB_Q1_BLOCK;
+                    const uint16_t d = scales[(r + b) % (sizeof scales / sizeof scales[0])];
+                    blk[0] = (uint8_t)(d & 0xff);
+                    blk[1] = (uint8_t)(d >> 8);
+                    for (size_t i = 0; i < 16; i++) {
+                        const uint8_t qb = (uint8_t)(qbits[2 * b + i / 8] >> (8 * (i % 8)));
+                        const int kind = (int)((r / 3 + b) % 5);
+                        blk[2 + i] = kind == 0   ? 0xff
+                                     : kind == 1 ? 0x00
+                                     : kind == 2 ? qb
+                                     : kind == 3 ? (uint8_t)~qb
+                                                 : (uint8_t)th_rand_u64(&seed);
+                    }
+                }
+            }
+            q1q1_check("adversarial", rows, stride, nrows, q, n);
+        }
+        guard_free(&g);
+        free(q);
+        free(qbits);
+        free(qd);
+    }
+}
+
+/* The query's 1-bit form: the signs of emb_q1_encode (x >= 0, so -0 is +), bits past n zero,
+ * and the mean |q| per block in float, finite for any finite query. */
+Test(kernels, q1q1_query_encoding)
+{
+    static const size_t ns[] = {1, 5, 64, 127, 128, 129, 300};
+    uint64_t seed = 0x5eed0023;
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+        const size_t n = ns[t], nb = emb_q1_blocks((uint32_t)n);
+        float *q = malloc(n * sizeof *q);
+        uint8_t *enc = malloc(nb * EMB_Q1_BLOCK);
+        uint64_t qbits[6];
+        float qd[3];
+        th_rand_vec(&seed, q, n);
+        q[0] = -0.0f;
+        emb_q1_encode(q, (uint32_t)n, enc);
+        emb_q1_encode_query(q, n, qbits, qd);
+        for (size_t b = 0; b < nb; b++) {
+            const size_t cnt = n - 128 * b < 128 ? n - 128 * b : 128;
+            double sum = 0;
+            for (size_t j = 0; j < 128; j++) {
+                const int want = j < cnt ? enc[b * EMB_Q1_BLOCK + 2 + j / 8] >> (j % 8) & 1 : 0;
+                cr_assert_eq((int)(qbits[2 * b + j / 64] >> (j % 64) & 1), want,
+                             "n=%zu block %zu bit %zu", n, b, j);
+                if (j < cnt)
+                    sum += fabs((double)q[128 * b + j]);
+            }
+            cr_assert_eq(f32_bits(qd[b]), f32_bits((float)(sum / (double)cnt)));
+        }
+        for (size_t j = 0; j < n; j++)
+            q[j] = j % 2 ? FLT_MAX : -FLT_MAX;
+        emb_q1_encode_query(q, n, qbits, qd);
+        for (size_t b = 0; b < nb; b++)
+            cr_assert_eq(qd[b], FLT_MAX, "n=%zu block %zu: %g", n, b, (double)qd[b]);
+        free(q);
+        free(enc);
+    }
+}
+
+/* The scan's filter: every level finds the first value >= t exactly where the scalar does, at
+ * every length and position (tails of every width included), with NaN never qualifying, values
+ * equal to t qualifying, -inf thresholds admitting everything but NaN, and no read past n (the
+ * array ends against a guard page). */
+Test(kernels, first_at_least_all_levels)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    uint64_t seed = 0x5eed0024;
+    for (size_t n = 0; n <= 200; n++) {
+        guarded g;
+        float *x = guard_alloc(&g, n * sizeof *x);
+        for (int trial = 0; trial < 12; trial++) {
+            for (size_t i = 0; i < n; i++)
+                x[i] = th_rand_unit(&seed);
+            float t = 2.0f; /* nothing qualifies */
+            if (n && trial % 4 != 0) {
+                /* One qualifying value at a random position, NaNs and equal values around. */
+                const size_t at = (size_t)(th_rand_u64(&seed) % n);
+                for (size_t i = 0; i < at; i++)
+                    if (th_rand_u64(&seed) % 3 == 0)
+                        x[i] = NAN;
+                x[at] = trial % 4 == 1 ? 2.0f : trial % 4 == 2 ? INFINITY : 3.0f;
+                t = trial % 4 == 3 ? 3.0f : 2.0f;
+            }
+            if (trial == 11) /* -inf: the first value that is not NaN */
+                t = -INFINITY;
+            const size_t want = emb_first_at_least_scalar(x, n, t);
+            for (size_t i = 0; i < want; i++)
+                cr_assert(!(x[i] >= t), "scalar n=%zu: skipped %zu", n, i);
+            cr_assert(want == n || x[want] >= t);
+            for (size_t l = 0; l < nl; l++)
+                cr_assert_eq(lv[l]->first_at_least(x, n, t), want, "[%s] n=%zu trial %d",
+                             lv[l]->name, n, trial);
+        }
+        guard_free(&g);
     }
 }
 

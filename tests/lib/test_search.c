@@ -104,9 +104,9 @@ static int ref_cmp(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* The query as the q1 stage sees it by default (emb_search_params.q1_f32 = 0), written here from
- * the documented rule: per block of 128 values, m = max |q_j|, i_j = q_j * 127 / m rounded to
- * nearest (ties to even), and the value used is i_j * m / 127. */
+/* The query as the q1 stage sees it by default (emb_search_params.q1_query = EMB_Q1_QUERY_Q8),
+ * written here from the documented rule: per block of 128 values, m = max |q_j|, i_j = q_j *
+ * 127 / m rounded to nearest (ties to even), and the value used is i_j * m / 127. */
 static void q8_round(const float *q, uint32_t dim, double *out)
 {
     for (uint32_t j0 = 0; j0 < dim; j0 += 128) {
@@ -119,8 +119,23 @@ static void q8_round(const float *q, uint32_t dim, double *out)
     }
 }
 
+/* The query as a q1 x q1 stage sees it (EMB_Q1_QUERY_Q1), from the documented rule: per block,
+ * +t for q_j >= 0 and -t otherwise, t = mean |q_j| over the block rounded to float. */
+static void q1_round(const float *q, uint32_t dim, double *out)
+{
+    for (uint32_t j0 = 0; j0 < dim; j0 += 128) {
+        const uint32_t cnt = dim - j0 < 128 ? dim - j0 : 128;
+        double sum = 0;
+        for (uint32_t j = 0; j < cnt; j++)
+            sum += fabs((double)q[j0 + j]);
+        const double t = (float)(sum / cnt);
+        for (uint32_t j = 0; j < cnt; j++)
+            out[j0 + j] = q[j0 + j] >= 0 ? t : -t;
+    }
+}
+
 static size_t reference_q1(const emb_store *s, uint32_t codec, emb_metric m, const float *q,
-                           const uint64_t *excl, uint32_t n_excl, int q1_f32, ref_hit *out)
+                           const uint64_t *excl, uint32_t n_excl, emb_q1_query q1q, ref_hit *out)
 {
     const uint32_t dim = s->dim;
     float *v = malloc(dim * sizeof *v);
@@ -128,8 +143,10 @@ static size_t reference_q1(const emb_store *s, uint32_t codec, emb_metric m, con
     cr_assert(v && qq);
     for (uint32_t j = 0; j < dim; j++)
         qq[j] = q[j];
-    if (codec == EMB_CODEC_Q1 && !q1_f32)
+    if (codec == EMB_CODEC_Q1 && q1q == EMB_Q1_QUERY_Q8)
         q8_round(q, dim, qq);
+    else if (codec == EMB_CODEC_Q1 && q1q == EMB_Q1_QUERY_Q1)
+        q1_round(q, dim, qq);
     double qn2 = 0;
     for (uint32_t j = 0; j < dim; j++)
         qn2 += (double)q[j] * q[j];
@@ -175,12 +192,14 @@ static size_t reference_q1(const emb_store *s, uint32_t codec, emb_metric m, con
 }
 
 /* Scores every row (exclusions dropped) and sorts by score then id; returns the count. q1 rows
- * are scored against the int8-rounded query unless q1_f32. */
+ * are scored against the query form q1q names (reference_q1), the int8-rounded one here. */
 static size_t reference(const emb_store *s, uint32_t codec, emb_metric m, const float *q,
                         const uint64_t *excl, uint32_t n_excl, ref_hit *out)
 {
-    return reference_q1(s, codec, m, q, excl, n_excl, 0, out);
+    return reference_q1(s, codec, m, q, excl, n_excl, EMB_Q1_QUERY_Q8, out);
 }
+
+static const char *const q1_query_names[] = {"q8 query", "f32 query", "q1 query"};
 
 /* emb_search's reported score in the reference's units. */
 static double as_ref_units(emb_metric m, float score)
@@ -269,23 +288,24 @@ static void check_codec(const emb_store *s, uint32_t codec, unsigned metric_mask
             decode(s, EMB_CODEC_F32 & s->codecs ? EMB_CODEC_F32 : codec, 5, q);
         for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
             for (size_t ki = 0; ki < ARRAY_LEN(ks); ki++) {
-                for (int ex = 0; ex < 2 * (codec == EMB_CODEC_Q1 ? 2 : 1); ex++) {
+                for (int ex = 0; ex < 2 * (codec == EMB_CODEC_Q1 ? 3 : 1); ex++) {
                     const emb_metric m = all_metrics[mi];
                     if (!(metric_mask & (1u << m)))
                         continue;
-                    const int f32q = ex >= 2; /* q1: the f32 query as well */
+                    /* q1: every query form (int8-rounded, f32, 1-bit). */
+                    const emb_q1_query q1q = (emb_q1_query)(ex / 2);
                     emb_search_params p = {.metric = m,
                                            .k = ks[ki],
                                            .codec = (int)codec,
                                            .exclude = ex % 2 ? excl : NULL,
                                            .n_exclude = ex % 2 ? (uint32_t)ARRAY_LEN(excl) : 0,
-                                           .q1_f32 = f32q};
+                                           .q1_query = q1q};
                     int n = emb_search(s, q, &p, sc, got);
                     cr_assert_geq(n, 0, "emb_search: %d", n);
-                    size_t nref = reference_q1(s, codec, m, q, p.exclude, p.n_exclude, f32q, ref);
+                    size_t nref = reference_q1(s, codec, m, q, p.exclude, p.n_exclude, q1q, ref);
                     char what[128];
-                    snprintf(what, sizeof what, "%s%s dim %u %s k %u query %d excl %d",
-                             codec_name(codec), f32q ? " (f32 query)" : "", dim, emb_metric_name(m),
+                    snprintf(what, sizeof what, "%s (%s) dim %u %s k %u query %d excl %d",
+                             codec_name(codec), q1_query_names[q1q], dim, emb_metric_name(m),
                              ks[ki], qi, ex % 2);
                     assert_matches(what, m, got, n, ref, nref, ks[ki], p.exclude, p.n_exclude,
                                    rows);
@@ -548,6 +568,208 @@ Test(search, two_stage_small_oversample)
     free(t);
 }
 
+/* The q1 x q1 stage's heap score of every row, from the scalar twin, transformed by the metric
+ * with the float operations search.c documents (cos: dot / (|q| |row|), |row| from the block
+ * scales; l2: -(|q|^2 - 2 dot + |row|^2)); test_lib is built with -ffp-contract=off like the
+ * library, so these are the same roundings. */
+static void q1q1_stage_scores(const emb_store *s, emb_metric m, const float *q, float *out)
+{
+    const uint32_t dim = s->dim, nb = emb_q1_blocks(dim);
+    uint64_t *qbits = malloc(2 * nb * sizeof *qbits);
+    float *qd = malloc(nb * sizeof *qd);
+    cr_assert(qbits && qd);
+    emb_q1_encode_query(q, dim, qbits, qd);
+    emb_dot_q1q1_rows_scalar(s->rows_q1, s->stride_q1, s->rows, qbits, qd, dim, out);
+    double qn2d = 0;
+    for (uint32_t j = 0; j < dim; j++)
+        qn2d += (double)q[j] * q[j];
+    const float qn2 = (float)qn2d, qn = (float)sqrt(qn2d);
+    for (uint64_t r = 0; r < s->rows && m != EMB_METRIC_DOT; r++) {
+        const float rn2 = emb_q1_norm2(s->rows_q1 + r * s->stride_q1, dim);
+        if (m == EMB_METRIC_COS) {
+            const float den = qn * sqrtf(rn2);
+            out[r] = den > 0 ? out[r] / den : 0.0f;
+        } else {
+            out[r] = -(qn2 - 2 * out[r] + rn2);
+        }
+    }
+    free(qbits);
+    free(qd);
+}
+
+typedef struct cand {
+    float score;
+    uint64_t id;
+} cand;
+
+/* Best first, then the lower id: the heap's order. */
+static int cand_cmp(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Two-stage search with the q1 x q1 first stage against a brute-force reference: the first
+ * stage's candidates are the k x oversample best rows by the scalar twin's scores (ties to the
+ * lower id, exclusions dropped), exactly the set the search keeps; the answer must be the best
+ * k of those by the exact codec's score (the reference in double, ids exact where separated).
+ * Dims below, at and above one block, dim 1, every metric, k up to 1000, f16 and f32 rows; the
+ * single query, the batch and the split scan give the same hits. */
+Test(search, two_stage_q1q1_brute_force)
+{
+    static const uint32_t dims[] = {1, 7, 100, 128, 129, 300};
+    static const uint32_t sets[] = {EMB_CODEC_F16 | EMB_CODEC_Q1, EMB_CODEC_F32 | EMB_CODEC_Q1};
+    static const uint32_t ks[] = {1, 10, 37, 1000};
+    static const uint32_t oss[] = {1, 3, 20};
+    const uint64_t excl[] = {0, 5, 6, 41, 599};
+    const uint32_t n = 600;
+    for (size_t d = 0; d < ARRAY_LEN(dims); d++) {
+        const uint32_t dim = dims[d];
+        float *t = make_table(900 + dim, n, dim);
+        for (size_t c = 0; c < ARRAY_LEN(sets); c++) {
+            emb_store *s = build(sets[c], dim, n, t, NULL);
+            const uint32_t exact = emb_store_primary_codec(s);
+            emb_scratch *sc = emb_scratch_new(dim, 1000 * 20);
+            emb_batch_scratch *bs = emb_batch_scratch_new(dim, 3, 1000 * 20);
+            float *q = malloc(3 * (size_t)dim * sizeof *q), *st = malloc(n * sizeof *st);
+            cand *cs = malloc(n * sizeof *cs);
+            ref_hit *all = malloc(n * sizeof *all), *ref = malloc(n * sizeof *ref);
+            emb_hit *got = malloc(EMB_MAX_K * sizeof *got), *bgot = malloc(3 * 1000 * sizeof *bgot);
+            emb_hit *split = malloc(EMB_MAX_K * sizeof *split);
+            emb_hit *bufs = malloc(2 * (size_t)20000 * sizeof *bufs);
+            cr_assert(sc && bs && q && st && cs && all && ref && got && bgot && split && bufs);
+            uint64_t seed = 7 * dim + c;
+            th_rand_vec(&seed, q, 3 * (size_t)dim);
+            decode(s, exact, 5, q + dim); /* a row of the table: its copies tie */
+            for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
+                const emb_metric m = all_metrics[mi];
+                for (size_t ki = 0; ki < ARRAY_LEN(ks); ki++) {
+                    for (size_t oi = 0; oi < ARRAY_LEN(oss); oi++) {
+                        const int ex = (int)((ki + oi) % 2);
+                        emb_search_params p = {.metric = m,
+                                               .k = ks[ki],
+                                               .oversample = oss[oi],
+                                               .exclude = ex ? excl : NULL,
+                                               .n_exclude = ex ? (uint32_t)ARRAY_LEN(excl) : 0,
+                                               .q1_query = EMB_Q1_QUERY_Q1};
+                        uint32_t counts[3];
+                        cr_assert_eq(emb_search_batch(s, q, 3, &p, NULL, bs, bgot, counts), 0);
+                        for (int qi = 0; qi < 3; qi++) {
+                            const float *qq = q + (size_t)qi * dim;
+                            /* The first stage, by hand. */
+                            q1q1_stage_scores(s, m, qq, st);
+                            size_t nc = 0;
+                            for (uint64_t r = 0; r < n; r++) {
+                                int skip = 0;
+                                for (uint32_t e = 0; e < p.n_exclude; e++)
+                                    skip |= p.exclude[e] == r;
+                                if (!skip && !isnan(st[r]))
+                                    cs[nc++] = (cand){st[r], r};
+                            }
+                            qsort(cs, nc, sizeof *cs, cand_cmp);
+                            const size_t want = (size_t)p.k * p.oversample;
+                            if (nc > want)
+                                nc = want;
+                            /* The exact scores of those candidates, best first. */
+                            const size_t nall =
+                                reference(s, exact, m, qq, p.exclude, p.n_exclude, all);
+                            size_t nref = 0;
+                            for (size_t i = 0; i < nall; i++)
+                                for (size_t j = 0; j < nc; j++)
+                                    if (cs[j].id == all[i].id) {
+                                        ref[nref++] = all[i];
+                                        break;
+                                    }
+                            cr_assert_eq(nref, nc);
+                            const int nh = emb_search(s, qq, &p, sc, got);
+                            char what[160];
+                            snprintf(what, sizeof what,
+                                     "q1q1 two-stage %s dim %u %s k %u os %u query %d excl %d",
+                                     codec_name(exact), dim, emb_metric_name(m), p.k, p.oversample,
+                                     qi, ex);
+                            assert_matches(what, m, got, nh, ref, nref, p.k, p.exclude, p.n_exclude,
+                                           n);
+                            /* The batch and a scan split in two answer the same, bit for bit. */
+                            cr_assert_eq((int)counts[qi], nh, "%s: batch count", what);
+                            emb_search_plan pl;
+                            cr_assert_eq(emb_search_plan_get(s, qq, &p, &pl), 0);
+                            emb_topk parts[2];
+                            emb_topk_init(&parts[0], bufs, pl.candidates);
+                            emb_topk_init(&parts[1], bufs + 20000, pl.candidates);
+                            cr_assert_eq(emb_search_scan(s, qq, &p, 0, n / 3, &parts[0]), 0);
+                            cr_assert_eq(emb_search_scan(s, qq, &p, n / 3, n, &parts[1]), 0);
+                            emb_topk_merge(&parts[0], &parts[1]);
+                            cr_assert_eq(emb_search_finish(s, qq, &p, &parts[0], sc, split), nh);
+                            for (int i = 0; i < nh; i++) {
+                                const emb_hit *b = bgot + (size_t)qi * p.k + i;
+                                cr_assert(b->id == got[i].id && b->score == got[i].score,
+                                          "%s: batch rank %d", what, i);
+                                cr_assert(split[i].id == got[i].id &&
+                                              split[i].score == got[i].score,
+                                          "%s: split rank %d", what, i);
+                            }
+                        }
+                    }
+                }
+            }
+            free(bufs);
+            free(split);
+            free(bgot);
+            free(got);
+            free(ref);
+            free(all);
+            free(cs);
+            free(st);
+            free(q);
+            emb_batch_scratch_free(bs);
+            emb_scratch_free(sc);
+            emb_store_close(s);
+        }
+        free(t);
+    }
+}
+
+/* The query form is checked like the other parameters, by name too. */
+Test(search, q1_query_parse_and_bad_value)
+{
+    emb_q1_query v;
+    cr_assert_eq(emb_q1_query_parse("q8", &v), 0);
+    cr_assert_eq(v, EMB_Q1_QUERY_Q8);
+    cr_assert_eq(emb_q1_query_parse("f32", &v), 0);
+    cr_assert_eq(v, EMB_Q1_QUERY_F32);
+    cr_assert_eq(emb_q1_query_parse("q1", &v), 0);
+    cr_assert_eq(v, EMB_Q1_QUERY_Q1);
+    cr_assert_eq(emb_q1_query_parse("Q1", &v), EMB_EINVAL);
+    cr_assert_eq(emb_q1_query_parse("", &v), EMB_EINVAL);
+    cr_assert_eq(emb_q1_query_parse("q1 ", &v), EMB_EINVAL);
+    cr_assert_str_eq(emb_q1_query_name(EMB_Q1_QUERY_Q1), "q1");
+    cr_assert_str_eq(emb_q1_query_name((emb_q1_query)3), "unknown");
+    const uint32_t dim = 4, n = 20;
+    float *t = make_table(62, n, dim);
+    emb_store *s = build(EMB_CODEC_F16 | EMB_CODEC_Q1, dim, n, t, NULL);
+    emb_scratch *sc = emb_scratch_new(dim, 0);
+    emb_batch_scratch *bs = emb_batch_scratch_new(dim, 1, 0);
+    emb_hit got[10];
+    uint32_t count;
+    float q[4] = {1, -2, 3, 0};
+    emb_search_params p = {.metric = EMB_METRIC_COS, .k = 5, .q1_query = (emb_q1_query)3};
+    cr_assert_eq(emb_search(s, q, &p, sc, got), EMB_EINVAL);
+    cr_assert_eq(emb_search_batch(s, q, 1, &p, NULL, bs, got, &count), EMB_EINVAL);
+    emb_topk h;
+    emb_topk_init(&h, got, 5);
+    cr_assert_eq(emb_search_scan(s, q, &p, 0, n, &h), EMB_EINVAL);
+    p.q1_query = (emb_q1_query)-1;
+    cr_assert_eq(emb_search(s, q, &p, sc, got), EMB_EINVAL);
+    p.q1_query = EMB_Q1_QUERY_Q1;
+    cr_assert_eq(emb_search(s, q, &p, sc, got), 5);
+    emb_batch_scratch_free(bs);
+    emb_scratch_free(sc);
+    emb_store_close(s);
+    free(t);
+}
+
 /* The q1 stage never returns an excluded id even when they fill the whole candidate list. */
 Test(search, two_stage_exclusions_fill_candidates)
 {
@@ -717,13 +939,14 @@ Test(search, sharded_scan_merged_equals_one_scan)
         float q[40];
         for (int qi = 0; qi < 4; qi++) {
             th_rand_vec(&seed, q, dim);
-            for (size_t mi = 0; mi < ARRAY_LEN(all_metrics); mi++) {
+            for (size_t mi = 0; mi < 3 * ARRAY_LEN(all_metrics); mi++) {
                 const uint64_t ex[] = {2, 500};
-                emb_search_params p = {.metric = all_metrics[mi],
+                emb_search_params p = {.metric = all_metrics[mi % 3],
                                        .k = 25,
                                        .oversample = 4,
                                        .exclude = ex,
-                                       .n_exclude = 2};
+                                       .n_exclude = 2,
+                                       .q1_query = (emb_q1_query)(mi / 3)};
                 int n1 = emb_search(s, q, &p, sc, one);
                 cr_assert_gt(n1, 0);
                 emb_search_plan pl;
@@ -854,7 +1077,7 @@ Test(search, batch_equals_single_queries)
                                                .oversample = 3,
                                                .exclude = mi == 1 ? excl : NULL,
                                                .n_exclude = mi == 1 ? 4 : 0,
-                                               .q1_f32 = (int)(q % 2)};
+                                               .q1_query = (emb_q1_query)((q + mi) % 3)};
                         check_batch(s, nqs[q], &p, dim * 1000 + q * 10 + mi);
                     }
                 }

@@ -1564,6 +1564,77 @@ Test(http, search_exclude_ids_include_vectors_oversample)
     json_decref(j);
 }
 
+/* The first stage is a request option: "q1" (XOR + popcount) and "f32" answer like "q8", and
+ * with an oversample that makes every row a candidate (10 x 100 >= 314 rows) all three answer
+ * exactly what an exact search answers, for every metric and for a batch; a name it does not
+ * know is a 422, a non-string a 400. */
+Test(http, search_first_stage)
+{
+    cur = &srv;
+    const char *m[] = {"cos", "dot", "l2"};
+    const char *stages[] = {"q8", "q1", "f32"};
+    for (int i = 0; i < 3; i++) {
+        char body[256];
+        snprintf(body, sizeof body, "{\"key\":\"apple\",\"k\":10,\"metric\":\"%s\",\"exact\":true}",
+                 m[i]);
+        json_t *ex = search_ok(body);
+        char *want = json_dumps(json_object_get(ex, "results"), JSON_COMPACT);
+        for (int st = 0; st < 3; st++) {
+            snprintf(body, sizeof body,
+                     "{\"key\":\"apple\",\"k\":10,\"metric\":\"%s\",\"oversample\":100,"
+                     "\"first_stage\":\"%s\"}",
+                     m[i], stages[st]);
+            json_t *j = search_ok(body);
+            cr_expect_str_eq(json_string_value(json_object_get(j, "mode")), "two_stage");
+            char *got = json_dumps(json_object_get(j, "results"), JSON_COMPACT);
+            cr_expect_str_eq(got, want, "%s: every row a candidate, so the exact answer", body);
+            free(got);
+            json_decref(j);
+            /* A small oversample: k hits, sorted, without the query's row. */
+            snprintf(body, sizeof body,
+                     "{\"key\":\"apple\",\"k\":5,\"metric\":\"%s\",\"oversample\":2,"
+                     "\"first_stage\":\"%s\"}",
+                     m[i], stages[st]);
+            j = search_ok(body);
+            uint64_t self = 0;
+            hits_ok(json_object_get(j, "results"), 5, i == 2, &self, 0, body);
+            cr_expect_eq(json_array_size(json_object_get(j, "results")), 5, "%s", body);
+            json_decref(j);
+        }
+        free(want);
+        json_decref(ex);
+    }
+    /* A batch with the q1 x q1 stage: each list as the single query answers it. */
+    json_t *one = search_ok("{\"id\":3,\"k\":4,\"first_stage\":\"q1\",\"oversample\":3}");
+    float v[64];
+    row_of("demo", 3, v, 64);
+    char body[4096], *p = body;
+    p += sprintf(p, "{\"k\":4,\"first_stage\":\"q1\",\"oversample\":3,\"exclude_ids\":[3],"
+                    "\"vectors\":[[");
+    for (int d = 0; d < 64; d++)
+        p += sprintf(p, "%s%.9g", d ? "," : "", (double)v[d]);
+    p += sprintf(p, "],[1"); /* a second query: the first axis */
+    for (int d = 1; d < 64; d++)
+        p += sprintf(p, ",0");
+    sprintf(p, "]]}");
+    json_t *b = search_ok(body);
+    json_t *lists = json_object_get(b, "results");
+    cr_assert(json_is_array(lists) && json_array_size(lists) == 2, "two result lists");
+    char *x = json_dumps(json_array_get(lists, 0), JSON_COMPACT);
+    char *y = json_dumps(json_object_get(one, "results"), JSON_COMPACT);
+    cr_expect_str_eq(x, y, "batch list 0 = the single query by id 3");
+    free(x);
+    free(y);
+    json_decref(b);
+    json_decref(one);
+
+    search_problem("{\"key\":\"apple\",\"first_stage\":\"q4\"}", 422, "invalid-value");
+    search_problem("{\"key\":\"apple\",\"first_stage\":\"Q1\"}", 422, "invalid-value");
+    search_problem("{\"key\":\"apple\",\"first_stage\":\"\"}", 422, "invalid-value");
+    search_problem("{\"key\":\"apple\",\"first_stage\":1}", 400, "wrong-type");
+    search_problem("{\"key\":\"apple\",\"first_stage\":null}", 400, "wrong-type");
+}
+
 Test(http, search_errors)
 {
     cur = &srv;
