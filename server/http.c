@@ -94,7 +94,7 @@ static double now_s(void)
 
 void srv_reply_free(srv_reply *r)
 {
-    free(r->body);
+    jsonw_release(r->body);
     free(r->extra_value);
     memset(r, 0, sizeof *r);
 }
@@ -135,7 +135,7 @@ void srv_reply_problem(srv_reply *r, unsigned status, const char *type, const ch
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    free(r->body);
+    jsonw_release(r->body);
     jsonw w;
     jsonw_init(&w, 256);
     jsonw_cstr(&w, "{\"type\":\"urn:embd:problem:");
@@ -294,7 +294,7 @@ static void complete_problem(srv_request *q, srv_reply *r)
     size_t len;
     char *b = jsonw_steal(&w, &len);
     if (b) {
-        free(r->body);
+        jsonw_release(r->body);
         r->body = b;
         r->len = len;
     }
@@ -316,7 +316,7 @@ static enum MHD_Result send_reply(srv_request *q)
         resp = MHD_create_response_from_buffer(sizeof oom_problem - 1, (void *)oom_problem,
                                                MHD_RESPMEM_PERSISTENT);
     } else {
-        resp = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+        resp = MHD_create_response_from_buffer_with_free_callback(r->len, r->body, jsonw_release);
     }
     if (!resp)
         return MHD_NO;

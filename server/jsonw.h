@@ -26,6 +26,9 @@ int jsonw_init(jsonw *w, size_t cap);
 void jsonw_free(jsonw *w);
 /* Hands the buffer to the caller (malloc'd, NUL-terminated, length in *len) and resets w. */
 char *jsonw_steal(jsonw *w, size_t *len);
+/* Frees a buffer from jsonw_steal, or any other malloc'd block: blocks of the size jsonw starts
+ * with are kept for this thread's next jsonw_init instead (see jsonw.c). Any thread. */
+void jsonw_release(void *p);
 
 void jsonw_raw(jsonw *w, const char *s, size_t n);
 void jsonw_cstr(jsonw *w, const char *s); /* raw text, e.g. "{\"id\":" */

@@ -13,6 +13,7 @@
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -562,6 +563,50 @@ Test(jsonw, f16_array_prints_what_the_float_array_prints)
         }
     }
     free(h);
+}
+
+/* Answer buffers are recycled per thread: a released buffer is the next one jsonw_init hands
+ * out on that thread, and what a thread keeps is freed when it ends (LeakSanitizer checks that
+ * in the ASan suite). */
+static void *release_many(void *arg)
+{
+    (void)arg;
+    enum { N = 40 }; /* more than a thread keeps */
+    char *b[N];
+    for (int i = 0; i < N; i++) {
+        jsonw w;
+        cr_assert_eq(jsonw_init(&w, 100), 0);
+        jsonw_cstr(&w, "{}");
+        b[i] = jsonw_steal(&w, NULL);
+        cr_assert_not_null(b[i]);
+    }
+    for (int i = 0; i < N; i++)
+        jsonw_release(b[i]);
+    return NULL;
+}
+
+Test(jsonw, answer_buffers_are_recycled_per_thread)
+{
+    jsonw w;
+    cr_assert_eq(jsonw_init(&w, 100), 0);
+    jsonw_cstr(&w, "[1,2,3]");
+    size_t n;
+    char *first = jsonw_steal(&w, &n);
+    cr_assert_str_eq(first, "[1,2,3]");
+    jsonw_release(first);
+    cr_assert_eq(jsonw_init(&w, 200), 0);
+    cr_expect_eq(w.buf, first, "the released buffer is reused");
+    jsonw_cstr(&w, "{\"a\":1}");
+    char *second = jsonw_steal(&w, &n);
+    cr_assert_str_eq(second, "{\"a\":1}");
+    jsonw_release(second);
+    jsonw_release(NULL);
+    char *other = malloc(10); /* any malloc'd block may be released */
+    cr_assert_not_null(other);
+    jsonw_release(other);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, release_many, NULL), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
 }
 
 /* ---- doubles and integers ---- */
