@@ -73,6 +73,7 @@ struct srv_request {
     int body_too_large;
     int body_oom;  /* the body buffer could not grow: the rest is discarded, the answer is 500 */
     int body_busy; /* growing it would pass --max-buffered: discarded too, the answer is 503 */
+    int gone;      /* the client closed while a worker had the request: close, no answer */
     char *body;
     size_t body_len, body_cap;
     srv_reply reply;
@@ -601,6 +602,37 @@ static void give_up(srv_request *q, const char *type, const char *why)
  * pages back; it runs on a timer, at most once per burst, never per request. */
 #define TRIM_MIN_PEAK 256u
 
+/* 1 when the peer of a suspended connection has closed it (end of stream or an error). While
+ * a request is suspended libmicrohttpd does not watch its socket, so without this a client that
+ * gave up (a timeout, a closed load generator) still had its queued work run to the end: after
+ * a benchmark of batch searches the workers ran on for seconds for nobody. A client that only
+ * shut down its sending side looks the same; libmicrohttpd 0.9.75 would drop its answer on
+ * resumption anyway (SECURITY.md). Pipelined bytes waiting are not an end. */
+static int client_gone(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return 0;
+    char c;
+    ssize_t n = recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* Drops the job of a request whose client left (the worker skips it, or its answer is thrown
+ * away) and closes the connection without an answer. */
+static void drop_gone(srv_request *q)
+{
+    if (q->job) {
+        atomic_store(&q->job->canceled, 1);
+        q->job->owner = NULL;
+        q->job = NULL; /* the worker's completion frees it */
+    }
+    q->gone = 1;
+    srv_log(SRV_LOG_DEBUG, "client left; its queued work was dropped", "id", q->request_id, NULL);
+    resume(q);
+}
+
 void srv_http_check_deadlines(srv_http *h)
 {
     if (h->conns_peak >= TRIM_MIN_PEAK && h->n_conns <= h->conns_peak / 2) {
@@ -613,6 +645,8 @@ void srv_http_check_deadlines(srv_http *h)
         if (t >= q->deadline)
             give_up(q, "deadline-exceeded",
                     "the request deadline (--timeout) passed before a worker finished it");
+        else if (client_gone(q->conn))
+            drop_gone(q);
     }
     /* Slow senders: shutting the socket down makes libmicrohttpd read EOF and close it, and
      * call the completion and close callbacks as for a client that left. */
@@ -805,6 +839,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         return MHD_YES;
     }
     conn_receiving(conn, 0);
+    if (q->gone)
+        return MHD_NO; /* nobody to answer: libmicrohttpd closes the connection */
     if (q->have_reply)
         return send_reply(q);
     if (q->body_too_large)

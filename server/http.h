@@ -40,9 +40,10 @@ extern atomic_int srv_draining;
 int srv_http_start(srv_http *h, int listen_fd, void (*wake)(void *), void *ctx);
 /* Resumes the connections whose jobs finished (loop thread, from the async callback). */
 void srv_http_drain_done(srv_http *h);
-/* Answers 503 to suspended requests past their deadline, closes connections whose request
- * has not arrived in full --timeout seconds after it began, and gives the heap back after a
- * burst of connections has closed (loop thread, from a timer). */
+/* Answers 503 to suspended requests past their deadline, drops the work of suspended requests
+ * whose client has closed, closes connections whose request has not arrived in full --timeout
+ * seconds after it began, and gives the heap back after a burst of connections has closed
+ * (loop thread, from a timer). */
 void srv_http_check_deadlines(srv_http *h);
 /* Shutdown: answers every suspended request with 503 (their jobs finish and are dropped). */
 void srv_http_cancel_all(srv_http *h);

@@ -1012,6 +1012,91 @@ Test(ops, queue_full_is_503_with_retry_after_then_recovers)
     cr_expect_eq(rc, 0);
 }
 
+/* ==== clients that leave while a worker has their request ==== */
+
+/* The number after `name` on its own line of a scrape (the first such sample), or -1. */
+static long scrape_value(const char *name)
+{
+    th_response r = req("GET", "/metrics", NULL, NULL);
+    long v = -1;
+    const char *p = r.body ? strstr(r.body, name) : NULL;
+    if (r.status == 200 && p)
+        v = strtol(p + strlen(name), NULL, 10);
+    th_response_free(&r);
+    return v;
+}
+
+/* 24 clients each send a batch of 64 exact searches over 200000 x 256 rows (tens of ms each on
+ * the one worker) and close their connections at once. libmicrohttpd does not watch a suspended
+ * connection, so before the server looked for the end of each stream every one of those batches
+ * ran, for nobody, while new clients waited; now the work of the clients that left is dropped
+ * and far fewer than 24 run. Waits (at most 60 s) for the count of searches run to settle. */
+Test(ops, work_of_clients_that_left_is_dropped)
+{
+    char *npy = th_path("left.npy"), *store = th_path("left.emb");
+    cr_assert_eq(
+        th_system("'%s' gen --kind clusters --rows 200000 --dim 256 --dtype f16 -o '%s' -q "
+                  ">/dev/null 2>&1 && '%s' pack '%s' -o '%s' -e 0 -q >/dev/null 2>&1",
+                  EMBD_BIN, npy, EMBD_BIN, npy, store),
+        0, "generating and packing 200000 x 256");
+    unlink(npy);
+    char arg[600];
+    snprintf(arg, sizeof arg, "big=%s", store);
+    const char *args[] = {"--threads", "1", "--queue", "64", "--max-batch", "64", arg, NULL};
+    th_server_start(&srv, args);
+
+    /* One batch body: 64 queries of 256 values. */
+    size_t cap = 64 * 256 * 12 + 256, n = 0;
+    char *body = malloc(cap);
+    cr_assert_not_null(body);
+    n += (size_t)snprintf(body + n, cap - n, "{\"k\":10,\"exact\":true,\"vectors\":[");
+    uint64_t seed = 42;
+    for (int q = 0; q < 64; q++) {
+        n += (size_t)snprintf(body + n, cap - n, "%s[", q ? "," : "");
+        for (int j = 0; j < 256; j++)
+            n += (size_t)snprintf(body + n, cap - n, "%s%.4f", j ? "," : "", th_rand_normal(&seed));
+        n += (size_t)snprintf(body + n, cap - n, "]");
+    }
+    n += (size_t)snprintf(body + n, cap - n, "]}");
+    char head[256];
+    int hl = snprintf(head, sizeof head,
+                      "POST /v1/tables/big/search HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                      n);
+    long before = scrape_value("\nembd_searches_total{table=\"big\",mode=\"exact\"} ");
+    cr_assert_eq(before, 0, "no search has run yet");
+
+    enum { N = 24 };
+    int fd[N];
+    for (int i = 0; i < N; i++) {
+        fd[i] = th_connect(&srv);
+        cr_assert_geq(fd[i], 0);
+        cr_assert_eq(th_send(fd[i], head, (size_t)hl, 5000), 0);
+        cr_assert_eq(th_send(fd[i], body, n, 5000), 0);
+    }
+    th_sleep_ms(50); /* the requests are read and queued */
+    for (int i = 0; i < N; i++)
+        close(fd[i]);
+    free(body);
+
+    long ran = -1, last = -2;
+    double t0 = th_now_s();
+    while (th_now_s() - t0 < 60 && ran != last) {
+        last = ran;
+        th_sleep_ms(1000);
+        ran = scrape_value("\nembd_searches_total{table=\"big\",mode=\"exact\"} ");
+    }
+    cr_expect_eq(ran, last, "the count of searches run settled within 60 s");
+    cr_log_info("%ld of %d batches from clients that left ran", ran, N);
+    cr_expect_lt(ran, N, "the work of clients that had left was dropped (%ld of %d ran)", ran, N);
+    th_response r = req("POST", "/v1/tables/big/search", "{\"id\":2,\"k\":5}", NULL);
+    cr_expect_eq(r.status, 200, "the server still answers: %ld", r.status);
+    th_response_free(&r);
+    cr_expect_eq(th_server_stop(&srv, SIGTERM), 0);
+    free(npy);
+    free(store);
+}
+
 /* ==== several loops ==== */
 
 /* --loops 2: two daemons on SO_REUSEPORT listeners share the tables and the worker pool; a
