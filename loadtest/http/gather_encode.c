@@ -1,8 +1,9 @@
 /*
  * gather_encode.c - the server-side cost of a gather response at the library level: for n
- * random ids, decode each row (emb_store_row, f16 -> f32) and encode the answer with jsonw
- * exactly as server/api.c's gather_run does ({"vectors":[...],"missing":[]}), as JSON numbers
- * and as base64 f32; no HTTP, no socket. Prints the median and best of `reps` runs. Built and
+ * random ids, encode the answer with jsonw exactly as server/api.c's gather_run does
+ * ({"vectors":[...],"missing":[]}): as JSON numbers (rows of an f16 store straight from the
+ * mapping through the f16 text table, as put_row_f16 does; others decoded first) and as base64
+ * f32 (decoded with emb_store_row); no HTTP, no socket. Prints the median and best of `reps` runs. Built and
  * run by run.sh:
  *
  *   cc -std=gnu11 -O2 -D_GNU_SOURCE -Ilib -Iserver loadtest/http/gather_encode.c server/jsonw.c \
@@ -41,6 +42,10 @@ static size_t encode(const emb_store *s, const uint64_t *ids, size_t n, int base
     for (size_t i = 0; i < n; i++) {
         if (i)
             jsonw_char(&w, ',');
+        if (!base64 && emb_store_primary_codec(s) == EMB_CODEC_F16) {
+            jsonw_f16_array(&w, (const uint16_t *)(s->rows_f16 + ids[i] * s->stride_f16), s->dim);
+            continue;
+        }
         emb_store_row(s, ids[i], v);
         if (base64)
             jsonw_base64(&w, v, (size_t)s->dim * 4);
