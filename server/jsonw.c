@@ -547,25 +547,39 @@ void jsonw_float(jsonw *w, float v)
     w->len += put_float_fast(w->buf + w->len, v);
 }
 
-void jsonw_float_array(jsonw *w, const float *v, size_t n)
+/* Opens an array of n numbers with one reservation (each number and its comma fit in 16 bytes,
+ * the last one's scribbling in the slack): returns where the first number goes, or NULL once out
+ * of memory. array_close ends it at p. */
+static char *array_open(jsonw *w, size_t n)
 {
     if (n > (SIZE_MAX - 2 - JW_FLOAT_SLACK) / (JW_FLOAT_MAX + 1)) {
         w->oom = 1;
-        return;
+        return NULL;
     }
-    /* One reservation: each float and its comma fit in 16 bytes, and the last one's scribbling
-     * fits in the slack. */
     if (jw_reserve(w, n * (JW_FLOAT_MAX + 1) + 2 + JW_FLOAT_SLACK))
-        return;
+        return NULL;
     char *p = w->buf + w->len;
-    *p++ = '[';
+    *p = '[';
+    return p + 1;
+}
+
+static void array_close(jsonw *w, char *p)
+{
+    *p++ = ']';
+    w->len = (size_t)(p - w->buf);
+}
+
+void jsonw_float_array(jsonw *w, const float *v, size_t n)
+{
+    char *p = array_open(w, n);
+    if (!p)
+        return;
     for (size_t i = 0; i < n; i++) {
         if (i)
             *p++ = ',';
         p += put_float_fast(p, v[i]);
     }
-    *p++ = ']';
-    w->len = (size_t)(p - w->buf);
+    array_close(w, p);
 }
 
 void jsonw_f16_array(jsonw *w, const uint16_t *h, size_t n)
@@ -581,23 +595,16 @@ void jsonw_f16_array(jsonw *w, const uint16_t *h, size_t n)
         jsonw_char(w, ']');
         return;
     }
-    if (n > (SIZE_MAX - 2 - JW_FLOAT_SLACK) / (JW_FLOAT_MAX + 1)) {
-        w->oom = 1;
+    char *p = array_open(w, n);
+    if (!p)
         return;
-    }
-    if (jw_reserve(w, n * (JW_FLOAT_MAX + 1) + 2 + JW_FLOAT_SLACK))
-        return;
-    char *p = w->buf + w->len;
-    *p++ = '[';
     for (size_t i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
         memcpy(p, f16_text[h[i]], 16); /* the length byte lands in the scribble room */
         p += (unsigned char)f16_text[h[i]][15];
-        *p++ = ',';
     }
-    if (n)
-        p--;
-    *p++ = ']';
-    w->len = (size_t)(p - w->buf);
+    array_close(w, p);
 }
 
 void jsonw_double(jsonw *w, double v)

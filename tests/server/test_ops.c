@@ -943,7 +943,9 @@ static void burst(int n, burst_resp *out)
     free(bodies);
 }
 
-Test(ops, queue_full_is_503_with_retry_after_then_recovers)
+/* Generates and packs 200000 x 256 clustered rows (an exact search over them takes tens of ms)
+ * in the test's directory and writes the STORE argument "big=PATH" into arg. */
+static void make_big_store(char *arg, size_t cap)
 {
     char *npy = th_path("big.npy"), *store = th_path("big.emb");
     cr_assert_eq(
@@ -952,10 +954,15 @@ Test(ops, queue_full_is_503_with_retry_after_then_recovers)
                   EMBD_BIN, npy, EMBD_BIN, npy, store),
         0, "generating and packing 200000 x 256");
     unlink(npy);
-    char arg[600];
-    snprintf(arg, sizeof arg, "big=%s", store);
+    snprintf(arg, cap, "big=%s", store);
     free(npy);
     free(store);
+}
+
+Test(ops, queue_full_is_503_with_retry_after_then_recovers)
+{
+    char arg[600];
+    make_big_store(arg, sizeof arg);
     const char *args[] = {"--threads", "1", "--queue", "1", arg, NULL};
     th_server_start(&srv, args);
     th_response r =
@@ -1033,15 +1040,8 @@ static long scrape_value(const char *name)
  * and far fewer than 24 run. Waits (at most 60 s) for the count of searches run to settle. */
 Test(ops, work_of_clients_that_left_is_dropped)
 {
-    char *npy = th_path("left.npy"), *store = th_path("left.emb");
-    cr_assert_eq(
-        th_system("'%s' gen --kind clusters --rows 200000 --dim 256 --dtype f16 -o '%s' -q "
-                  ">/dev/null 2>&1 && '%s' pack '%s' -o '%s' -e 0 -q >/dev/null 2>&1",
-                  EMBD_BIN, npy, EMBD_BIN, npy, store),
-        0, "generating and packing 200000 x 256");
-    unlink(npy);
     char arg[600];
-    snprintf(arg, sizeof arg, "big=%s", store);
+    make_big_store(arg, sizeof arg);
     const char *args[] = {"--threads", "1", "--queue", "64", "--max-batch", "64", arg, NULL};
     th_server_start(&srv, args);
 
@@ -1093,8 +1093,6 @@ Test(ops, work_of_clients_that_left_is_dropped)
     cr_expect_eq(r.status, 200, "the server still answers: %ld", r.status);
     th_response_free(&r);
     cr_expect_eq(th_server_stop(&srv, SIGTERM), 0);
-    free(npy);
-    free(store);
 }
 
 /* ==== several loops ==== */
