@@ -28,6 +28,7 @@
 
 #include "emb_format.h"
 #include "kernels_internal.h"
+#include "kernels_rows.h"
 
 /* Lane mask (all ones) for the low r lanes, r in [0, 8]. */
 static inline __m256i lane_mask(size_t r)
@@ -240,60 +241,11 @@ static void f32_to_f16_avx2(const float *in, uint16_t *out, size_t n)
 
 /* ---- many rows, one query: the one-row kernels inlined in a loop (bit-identical) ---- */
 
-/* Software prefetch distance of the many-row scans (see kernels_avx512.c). */
-#define PF_BYTES 8192u
-
-/* Prefetches the part of row i's successor PF_BYTES ahead that lies inside the nrows rows. */
-static inline __attribute__((always_inline)) void prefetch_ahead(const uint8_t *rows, size_t stride,
-                                                                 size_t nrows, size_t i)
-{
-    const size_t at = i * stride + PF_BYTES, end = nrows * stride;
-    for (size_t b = 0; b < stride && at + b < end; b += 64)
-        _mm_prefetch((const char *)rows + at + b, _MM_HINT_T0);
-}
-
-static void dot_f32_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                              size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++) {
-        prefetch_ahead(rows, stride, nrows, i);
-        out[i] = dot_f32_avx2((const float *)(const void *)(rows + i * stride), q, n);
-    }
-}
-
-static void l2sq_f32_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                               size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++) {
-        prefetch_ahead(rows, stride, nrows, i);
-        out[i] = l2sq_f32_avx2((const float *)(const void *)(rows + i * stride), q, n);
-    }
-}
-
-static void dot_f16_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                              size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++) {
-        prefetch_ahead(rows, stride, nrows, i);
-        out[i] = dot_f16_avx2((const uint16_t *)(const void *)(rows + i * stride), q, n);
-    }
-}
-
-static void l2sq_f16_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                               size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++) {
-        prefetch_ahead(rows, stride, nrows, i);
-        out[i] = l2sq_f16_avx2((const uint16_t *)(const void *)(rows + i * stride), q, n);
-    }
-}
-
-static void dot_q1_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                             size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++)
-        out[i] = dot_q1_avx2(rows + i * stride, q, n);
-}
+EMB__ROWS(dot_f32_rows_avx2, dot_f32_avx2, float, 1)
+EMB__ROWS(l2sq_f32_rows_avx2, l2sq_f32_avx2, float, 1)
+EMB__ROWS(dot_f16_rows_avx2, dot_f16_avx2, uint16_t, 1)
+EMB__ROWS(l2sq_f16_rows_avx2, l2sq_f16_avx2, uint16_t, 1)
+EMB__ROWS(dot_q1_rows_avx2, dot_q1_avx2, uint8_t, 0)
 
 /* Q1_0 blocks to floats: the inverted sign bits moved to each lane's sign position (as in
  * apply_signs) and XORed into +d. */
@@ -504,7 +456,7 @@ static void dot_q1q1_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows,
 {
     size_t r0 = 0;
     for (; r0 + 8 <= nrows; r0 += 8) {
-        for (size_t at = r0 * stride + PF_BYTES, to = at + 8 * stride; at < to; at += 64)
+        for (size_t at = r0 * stride + EMB__PF_BYTES, to = at + 8 * stride; at < to; at += 64)
             if (at < nrows * stride)
                 _mm_prefetch((const char *)rows + at, _MM_HINT_T0);
         _mm256_storeu_ps(out + r0, q1q1_group8(rows + r0 * stride, stride, 8, qbits, qd, n));

@@ -29,6 +29,7 @@
 
 #include "emb_format.h"
 #include "kernels_internal.h"
+#include "kernels_rows.h"
 
 /* An unaligned little-endian uint16 in a row (Q1_0 blocks are 18 bytes, so half of them are
  * not 2-byte aligned): the attribute makes the compiler and UBSan treat the access as such. */
@@ -272,56 +273,10 @@ static inline __m512i popcnt64_bw(__m512i x)
 
 /* ---- many rows, one query: the one-row kernels inlined in a loop (bit-identical) ---- */
 
-/* Software prefetch distance of the many-row scans. The hardware's stream prefetcher stops at
- * every 4 KiB page; a scan of 1M x 768 f16 rows on one thread ran at 74-85% of memchr's read
- * rate without this and at 100-146% with it (prefetching 2, 4 or 8 rows of 1536 bytes ahead
- * measured alike). Prefetches never fault; they stay inside the rows given all the same. */
-#define PF_BYTES 8192u
-
-/* Prefetches the part of row i's successor PF_BYTES ahead that lies inside the nrows rows. */
-static inline __attribute__((always_inline)) void prefetch_ahead(const uint8_t *rows, size_t stride,
-                                                                 size_t nrows, size_t i)
-{
-    const size_t at = i * stride + PF_BYTES, end = nrows * stride;
-    for (size_t b = 0; b < stride && at + b < end; b += 64)
-        _mm_prefetch((const char *)rows + at + b, _MM_HINT_T0);
-}
-
-static void dot_f32_rows_avx512(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                                size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++) {
-        prefetch_ahead(rows, stride, nrows, i);
-        out[i] = dot_f32_avx512((const float *)(const void *)(rows + i * stride), q, n);
-    }
-}
-
-static void l2sq_f32_rows_avx512(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                                 size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++) {
-        prefetch_ahead(rows, stride, nrows, i);
-        out[i] = l2sq_f32_avx512((const float *)(const void *)(rows + i * stride), q, n);
-    }
-}
-
-static void dot_f16_rows_avx512(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                                size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++) {
-        prefetch_ahead(rows, stride, nrows, i);
-        out[i] = dot_f16_avx512((const uint16_t *)(const void *)(rows + i * stride), q, n);
-    }
-}
-
-static void l2sq_f16_rows_avx512(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                                 size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++) {
-        prefetch_ahead(rows, stride, nrows, i);
-        out[i] = l2sq_f16_avx512((const uint16_t *)(const void *)(rows + i * stride), q, n);
-    }
-}
+EMB__ROWS(dot_f32_rows_avx512, dot_f32_avx512, float, 1)
+EMB__ROWS(l2sq_f32_rows_avx512, l2sq_f32_avx512, float, 1)
+EMB__ROWS(dot_f16_rows_avx512, dot_f16_avx512, uint16_t, 1)
+EMB__ROWS(l2sq_f16_rows_avx512, l2sq_f16_avx512, uint16_t, 1)
 
 /* ---- the scan's filter ---- */
 

@@ -27,6 +27,7 @@
 
 #include "emb_format.h"
 #include "kernels_internal.h"
+#include "kernels_rows.h"
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -199,40 +200,11 @@ static float dot_q1_one(const uint8_t *blocks, const float *q, size_t n)
     return dot_q1_neon(blocks, q, n);
 }
 
-static void dot_f32_rows_neon(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                              size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++)
-        out[i] = dot_f32_neon((const float *)(const void *)(rows + i * stride), q, n);
-}
-
-static void l2sq_f32_rows_neon(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                               size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++)
-        out[i] = l2sq_f32_neon((const float *)(const void *)(rows + i * stride), q, n);
-}
-
-static void dot_f16_rows_neon(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                              size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++)
-        out[i] = dot_f16_neon((const uint16_t *)(const void *)(rows + i * stride), q, n);
-}
-
-static void l2sq_f16_rows_neon(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                               size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++)
-        out[i] = l2sq_f16_neon((const uint16_t *)(const void *)(rows + i * stride), q, n);
-}
-
-static void dot_q1_rows_neon(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
-                             size_t n, float *out)
-{
-    for (size_t i = 0; i < nrows; i++)
-        out[i] = dot_q1_neon(rows + i * stride, q, n);
-}
+EMB__ROWS(dot_f32_rows_neon, dot_f32_neon, float, 0)
+EMB__ROWS(l2sq_f32_rows_neon, l2sq_f32_neon, float, 0)
+EMB__ROWS(dot_f16_rows_neon, dot_f16_neon, uint16_t, 0)
+EMB__ROWS(l2sq_f16_rows_neon, l2sq_f16_neon, uint16_t, 0)
+EMB__ROWS(dot_q1_rows_neon, dot_q1_neon, uint8_t, 0)
 
 static void q1_to_f32_neon(const uint8_t *blocks, float *out, size_t n)
 {
