@@ -640,6 +640,7 @@ void srv_http_check_deadlines(srv_http *h)
         h->conns_peak = h->n_conns;
     }
     double t = now_s();
+    jsonw_trim(t);
     for (srv_request *q = h->suspended, *next; q; q = next) {
         next = q->next;
         if (t >= q->deadline)

@@ -143,6 +143,85 @@ static jw_pool *pool_get(void)
     return pl;
 }
 
+/* ---- kept large buffers ---- */
+
+/* A buffer of JW_BIG_MIN bytes or more is past glibc's mmap threshold (cmd_serve.c sets it, so
+ * that memory goes back after a burst), so each was mapped on its first touch and unmapped on
+ * free: a 1000-row gather faulted its 1.4 MB answer in page by page and unmapped it with a TLB
+ * shootdown, about a fifth of its CPU. Up to JW_BIG_MAX such blocks of at most JW_BIG_LIMIT
+ * bytes are kept instead, in one list shared by every thread (a worker builds an answer, a
+ * loop releases it), under a mutex taken twice per large answer. jsonw_trim, from the loops'
+ * tick, frees them once none was taken or kept for JW_BIG_IDLE seconds, so an idle server
+ * still gives the memory back. */
+#define JW_BIG_MIN   (256u * 1024)
+#define JW_BIG_LIMIT ((size_t)16 << 20)
+#define JW_BIG_MAX   4u
+#define JW_BIG_IDLE  2.0
+
+static pthread_mutex_t big_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *big[JW_BIG_MAX];
+static unsigned n_big;
+static unsigned long big_uses; /* takes and keeps so far */
+
+/* A kept block, or NULL. */
+static void *big_take(void)
+{
+    void *b = NULL;
+    pthread_mutex_lock(&big_mu);
+    if (n_big) {
+        b = big[--n_big];
+        big_uses++;
+    }
+    pthread_mutex_unlock(&big_mu);
+    return b;
+}
+
+/* Keeps block p of usable size u when it is large and there is room; returns 1 when kept. */
+static int big_keep(void *p, size_t u)
+{
+    if (u < JW_BIG_MIN || u > JW_BIG_LIMIT)
+        return 0;
+    int kept = 0;
+    pthread_mutex_lock(&big_mu);
+    if (n_big < JW_BIG_MAX) {
+        big[n_big++] = p;
+        big_uses++;
+        kept = 1;
+    }
+    pthread_mutex_unlock(&big_mu);
+    return kept;
+}
+
+void jsonw_trim(double now)
+{
+    static unsigned long seen;
+    static double since;
+    void *drop[JW_BIG_MAX];
+    unsigned n = 0;
+    pthread_mutex_lock(&big_mu);
+    if (big_uses != seen) {
+        seen = big_uses;
+        since = now;
+    } else if (now - since >= JW_BIG_IDLE) {
+        n = n_big;
+        memcpy(drop, big, n * sizeof big[0]);
+        n_big = 0;
+    }
+    pthread_mutex_unlock(&big_mu);
+    for (unsigned i = 0; i < n; i++)
+        free(drop[i]);
+}
+
+size_t jsonw_kept_bytes(void)
+{
+    size_t bytes = 0;
+    pthread_mutex_lock(&big_mu);
+    for (unsigned i = 0; i < n_big; i++)
+        bytes += malloc_usable_size(big[i]);
+    pthread_mutex_unlock(&big_mu);
+    return bytes;
+}
+
 void jsonw_release(void *p)
 {
     if (!p)
@@ -153,7 +232,8 @@ void jsonw_release(void *p)
         pl->b[pl->n++] = p;
         return;
     }
-    free(p);
+    if (!big_keep(p, u))
+        free(p);
 }
 
 int jsonw_init(jsonw *w, size_t cap)
@@ -165,6 +245,17 @@ int jsonw_init(jsonw *w, size_t cap)
         jw_pool *pl = pool_get();
         w->buf = pl && pl->n ? pl->b[--pl->n] : malloc(JW_POOL_BUF);
         cap = JW_POOL_BUF - 1;
+    } else if (cap + 1 >= JW_BIG_MIN && cap != SIZE_MAX && (w->buf = big_take())) {
+        size_t u = malloc_usable_size(w->buf);
+        if (u < cap + 1) {
+            /* mremap for a mapped block: its pages stay, only the new ones fault in. */
+            char *nb = realloc(w->buf, cap + 1);
+            if (!nb)
+                free(w->buf);
+            w->buf = nb;
+            u = cap + 1;
+        }
+        cap = u - 1;
     } else if (cap != SIZE_MAX) {
         w->buf = malloc(cap + 1);
     }

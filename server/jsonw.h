@@ -29,6 +29,11 @@ char *jsonw_steal(jsonw *w, size_t *len);
 /* Frees a buffer from jsonw_steal, or any other malloc'd block: blocks of the size jsonw starts
  * with are kept for this thread's next jsonw_init instead (see jsonw.c). Any thread. */
 void jsonw_release(void *p);
+/* Frees the large buffers kept for reuse (see jsonw.c) once none was taken or kept for a while;
+ * call it now and then with a monotonic clock in seconds (the loops' tick does). Any thread. */
+void jsonw_trim(double now);
+/* Bytes of the large buffers kept for reuse now. Any thread. */
+size_t jsonw_kept_bytes(void);
 
 void jsonw_raw(jsonw *w, const char *s, size_t n);
 void jsonw_cstr(jsonw *w, const char *s); /* raw text, e.g. "{\"id\":" */

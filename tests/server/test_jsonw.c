@@ -609,6 +609,63 @@ Test(jsonw, answer_buffers_are_recycled_per_thread)
     cr_assert_eq(pthread_join(t, NULL), 0);
 }
 
+/* Large answers (a gather of 1000 rows is 1.4 MB) are kept for reuse instead of being unmapped
+ * and faulted in again, at most four of them up to 16 MiB each, and jsonw_trim frees them once
+ * none was taken or kept for two seconds. */
+static char *big_answer(size_t n)
+{
+    jsonw w;
+    cr_assert_eq(jsonw_init(&w, n), 0);
+    cr_assert_geq(w.cap, n + 1);
+    for (size_t i = 0; i < n; i++)
+        jsonw_char(&w, (char)('a' + i % 26)); /* every byte written: ASan checks the room */
+    char *b = jsonw_steal(&w, NULL);
+    cr_assert_not_null(b);
+    cr_assert_eq(b[n - 1], (char)('a' + (n - 1) % 26));
+    return b;
+}
+
+Test(jsonw, large_buffers_are_kept_until_idle)
+{
+    cr_assert_eq(jsonw_kept_bytes(), 0);
+    char *b = big_answer(300 * 1024);
+    jsonw_release(b);
+    size_t kept = jsonw_kept_bytes();
+    cr_expect_geq(kept, 300 * 1024, "a released large answer is kept (%zu bytes kept)", kept);
+    b = big_answer(700 * 1024); /* takes the kept block and grows it */
+    cr_expect_eq(jsonw_kept_bytes(), 0, "a new large answer takes the kept block");
+    jsonw_release(b);
+    cr_expect_geq(jsonw_kept_bytes(), 700 * 1024);
+
+    /* At most four are kept; the rest, and any block over 16 MiB, are freed (LeakSanitizer
+     * checks in the ASan suite). */
+    char *many[6];
+    for (int i = 0; i < 6; i++)
+        many[i] = big_answer(300 * 1024);
+    for (int i = 0; i < 6; i++)
+        jsonw_release(many[i]);
+    kept = jsonw_kept_bytes();
+    cr_expect(kept >= 4 * 300 * 1024 && kept < 5 * 1024 * 1024, "%zu bytes kept", kept);
+    char *huge = big_answer(17u << 20);
+    char *again = big_answer(300 * 1024);
+    jsonw_release(again);
+    jsonw_release(huge);
+    cr_expect_lt(jsonw_kept_bytes(), (size_t)16 << 20, "a block over 16 MiB is not kept");
+
+    /* Idle for two seconds of the clock jsonw_trim is given: all freed. */
+    jsonw_trim(100.0);
+    jsonw_trim(101.5);
+    cr_expect_gt(jsonw_kept_bytes(), 0, "kept while not idle for long");
+    jsonw_trim(102.5);
+    cr_expect_eq(jsonw_kept_bytes(), 0, "freed once idle");
+    b = big_answer(300 * 1024); /* and large answers still work after a trim */
+    jsonw_release(b);
+    jsonw_trim(103.0);
+    cr_expect_gt(jsonw_kept_bytes(), 0, "a take or keep restarts the idle clock");
+    jsonw_trim(106.0);
+    cr_expect_eq(jsonw_kept_bytes(), 0);
+}
+
 /* ---- doubles and integers ---- */
 
 static char *format_double(double v)
