@@ -88,6 +88,10 @@ typedef struct emb_kernels {
      * qualifies, and t = -inf admits every other value), or n when there is none. Exact, so every
      * level returns the same index. */
     size_t (*first_at_least)(const float *x, size_t n, float t);
+    /* Cosines from dot products: x[i] becomes x[i] / (qn * sqrtf(n2[i])) when that denominator
+     * is > 0 (an ordered compare), else +0 (a zero row or query, a NaN norm). A product, a square
+     * root and a quotient, each correctly rounded, so every level returns the scalar's bits. */
+    void (*cos_rows)(float *x, const float *n2, float qn, size_t n);
     /* Batch tile (see emb_tile_limits): for r < nr and j < nq, out[r * ldq + j] = the dot
      * product of f32 row r (x + r * ldx, n values) with query j, the queries stored transposed
      * (value i of query j at qt[i * ldq + j]; ldq a multiple of 16, qt 64-byte aligned, the
@@ -135,6 +139,7 @@ void emb_q1_to_f32_scalar(const uint8_t *blocks, float *out, size_t n);
 void emb_dot_q1q8_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, const float *q,
                               size_t n, float *out);
 float emb_dot_q1q8_scalar(const uint8_t *blocks, const float *q, size_t n);
+void emb_cos_rows_scalar(float *x, const float *n2, float qn, size_t n);
 void emb_dot_q1q1_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows,
                               const uint64_t *qbits, const float *qd, size_t n, float *out);
 float emb_dot_q1q1_scalar(const uint8_t *blocks, const uint64_t *qbits, const float *qd, size_t n);

@@ -46,6 +46,7 @@ static const emb_kernels scalar_kernels = {
     .dot_q1q8_rows = emb_dot_q1q8_rows_scalar,
     .dot_q1q1_rows = emb_dot_q1q1_rows_scalar,
     .first_at_least = emb_first_at_least_scalar,
+    .cos_rows = emb_cos_rows_scalar,
     .tile_f32 = emb_tile_f32_scalar,
 };
 

@@ -451,6 +451,19 @@ static size_t first_at_least_avx2(const float *x, size_t n, float t)
     return n;
 }
 
+/* Eight cosines per step; the tail as the scalar twin. */
+static void cos_rows_avx2(float *x, const float *n2, float qn, size_t n)
+{
+    const __m256 vq = _mm256_set1_ps(qn);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 den = _mm256_mul_ps(vq, _mm256_sqrt_ps(_mm256_loadu_ps(n2 + i)));
+        const __m256 ok = _mm256_cmp_ps(den, _mm256_setzero_ps(), _CMP_GT_OQ);
+        _mm256_storeu_ps(x + i, _mm256_and_ps(ok, _mm256_div_ps(_mm256_loadu_ps(x + i), den)));
+    }
+    emb_cos_rows_scalar(x + i, n2 + i, qn, n - i);
+}
+
 static void dot_q1q1_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows,
                                const uint64_t *qbits, const float *qd, size_t n, float *out)
 {
@@ -487,6 +500,7 @@ const emb_kernels emb__kernels_avx2 = {
     .dot_q1q8_rows = dot_q1q8_rows_avx2,
     .dot_q1q1_rows = dot_q1q1_rows_avx2,
     .first_at_least = first_at_least_avx2,
+    .cos_rows = cos_rows_avx2,
     .tile_f32 = tile_f32_avx2,
 };
 

@@ -406,6 +406,19 @@ static void f32_to_f16_avx512(const float *in, uint16_t *out, size_t n)
     }
 }
 
+/* Sixteen cosines per step, the tail under a mask. */
+static void cos_rows_avx512(float *x, const float *n2, float qn, size_t n)
+{
+    const __m512 vq = _mm512_set1_ps(qn);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 lm = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
+        const __m512 den = _mm512_mul_ps(vq, _mm512_sqrt_ps(_mm512_maskz_loadu_ps(lm, n2 + i)));
+        const __mmask16 ok = _mm512_mask_cmp_ps_mask(lm, den, _mm512_setzero_ps(), _CMP_GT_OQ);
+        _mm512_mask_storeu_ps(x + i, lm,
+                              _mm512_maskz_div_ps(ok, _mm512_maskz_loadu_ps(lm, x + i), den));
+    }
+}
+
 /* The AVX-512 tables: one per combination of the two extras this level may use, VNNI for q1 x
  * q8 (kernels_avx512vnni.c) and VPOPCNTDQ for q1 x q1 (kernels_avx512vpopcnt.c); kernels.c
  * picks the one the CPU has. Every other kernel is the same, and so is every result. */
@@ -418,7 +431,7 @@ static void f32_to_f16_avx512(const float *in, uint16_t *out, size_t n)
         .dot_f16_rows = dot_f16_rows_avx512, .l2sq_f16_rows = l2sq_f16_rows_avx512,                \
         .dot_q1_rows = dot_q1_rows_avx512, .q1_to_f32 = q1_to_f32_avx512, .dot_q1q8_rows = q1q8,   \
         .dot_q1q1_rows = q1q1, .first_at_least = first_at_least_avx512,                            \
-        .tile_f32 = tile_f32_avx512,                                                               \
+        .cos_rows = cos_rows_avx512, .tile_f32 = tile_f32_avx512,                                  \
     }
 
 const emb_kernels emb__kernels_avx512 = AVX512_TABLE(dot_q1q8_rows_avx512, dot_q1q1_rows_avx512);

@@ -363,6 +363,20 @@ static size_t first_at_least_neon(const float *x, size_t n, float t)
     return n;
 }
 
+/* Four cosines per step; the tail as the scalar twin. */
+static void cos_rows_neon(float *x, const float *n2, float qn, size_t n)
+{
+    const float32x4_t vq = vdupq_n_f32(qn);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t den = vmulq_f32(vq, vsqrtq_f32(vld1q_f32(n2 + i)));
+        const uint32x4_t ok = vcgtq_f32(den, vdupq_n_f32(0.0f));
+        const float32x4_t c = vdivq_f32(vld1q_f32(x + i), den);
+        vst1q_f32(x + i, vreinterpretq_f32_u32(vandq_u32(ok, vreinterpretq_u32_f32(c))));
+    }
+    emb_cos_rows_scalar(x + i, n2 + i, qn, n - i);
+}
+
 static void dot_q1q1_rows_neon(const uint8_t *rows, size_t stride, size_t nrows,
                                const uint64_t *qbits, const float *qd, size_t n, float *out)
 {
@@ -395,6 +409,7 @@ const emb_kernels emb__kernels_neon = {
     .dot_q1q8_rows = emb_dot_q1q8_rows_scalar,
     .dot_q1q1_rows = dot_q1q1_rows_neon,
     .first_at_least = first_at_least_neon,
+    .cos_rows = cos_rows_neon,
     .tile_f32 = tile_f32_neon,
 };
 

@@ -213,6 +213,14 @@ size_t emb_first_at_least_scalar(const float *x, size_t n, float t)
     return i;
 }
 
+void emb_cos_rows_scalar(float *x, const float *n2, float qn, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float den = qn * sqrtf(n2[i]);
+        x[i] = den > 0 ? x[i] / den : 0.0f;
+    }
+}
+
 /* The limit of pair (r, j), rounded as every level rounds it. */
 static float tile_limit(const emb_tile_limits *lim, size_t r, size_t j)
 {

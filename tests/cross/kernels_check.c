@@ -241,6 +241,19 @@ static void check_level(const emb_kernels *k)
         }
     }
 
+    /* Cosines from dot products, bit for bit, zero and NaN norms among them. */
+    for (size_t n = 0; n <= 70; n++) {
+        float x[70], n2[70], want[70];
+        for (size_t i = 0; i < n; i++) {
+            x[i] = rand_f() * 10.0f;
+            n2[i] = i % 9 == 4 ? 0.0f : i % 11 == 5 ? NAN : rand_f() * rand_f() * 100.0f;
+        }
+        memcpy(want, x, sizeof x);
+        emb_cos_rows_scalar(want, n2, 1.75f, n);
+        k->cos_rows(x, n2, 1.75f, n);
+        check(memcmp(x, want, n * sizeof *x) == 0, "cos_rows[%s] n=%zu", k->name, n);
+    }
+
     /* Half conversions, bit for bit: every half, then a strided sweep of all floats. */
     guarded gh;
     uint16_t *hin = guard_alloc(&gh, 65536 * 2), *hout = malloc(65536 * 2);

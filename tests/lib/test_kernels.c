@@ -700,6 +700,56 @@ Test(kernels, first_at_least_all_levels)
     }
 }
 
+/* Cosines from dot products: every level writes the scalar's bits at every length (tails of
+ * every width), with zero, subnormal, huge, infinite and NaN norms and dot products, zero and
+ * tiny query norms (0 where the denominator is not > 0), and reads nothing past n. */
+Test(kernels, cos_rows_all_levels_bit_exact)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    static const float odd[] = {0.0f, -0.0f, 1e-45f, 1e-40f, 1e30f, 3.4e38f, INFINITY, NAN};
+    uint64_t seed = 0x5eed0025;
+    for (size_t n = 0; n <= 70; n++) {
+        guarded gx, gn;
+        float *x = guard_alloc(&gx, n * sizeof *x), *n2 = guard_alloc(&gn, n * sizeof *n2);
+        float *want = malloc((n + 1) * sizeof *want), *orig = malloc((n + 1) * sizeof *orig);
+        cr_assert(want && orig);
+        for (int trial = 0; trial < 8; trial++) {
+            for (size_t i = 0; i < n; i++) {
+                x[i] = th_rand_unit(&seed) * 100.0f;
+                n2[i] = th_rand_unit(&seed) * th_rand_unit(&seed) * 1e4f;
+                if (trial > 0 && th_rand_u64(&seed) % 5 == 0)
+                    n2[i] = odd[th_rand_u64(&seed) % 8];
+                if (trial > 0 && th_rand_u64(&seed) % 7 == 0)
+                    x[i] = odd[th_rand_u64(&seed) % 8] * (i % 2 ? -1.0f : 1.0f);
+            }
+            const float qn = trial == 6 ? 0.0f : trial == 7 ? 1e-30f : th_rand_unit(&seed) + 1.5f;
+            memcpy(want, x, n * sizeof *x);
+            emb_cos_rows_scalar(want, n2, qn, n);
+            for (size_t i = 0; i < n; i++) {
+                const float den = qn * sqrtf(n2[i]);
+                const float ref = den > 0 ? x[i] / den : 0.0f;
+                cr_assert(memcmp(&ref, &want[i], sizeof ref) == 0 || (isnan(ref) && isnan(want[i])),
+                          "scalar n=%zu i=%zu", n, i);
+            }
+            memcpy(orig, x, n * sizeof *x);
+            for (size_t l = 0; l < nl; l++) {
+                memcpy(x, orig, n * sizeof *x); /* in place, in the guarded buffer */
+                lv[l]->cos_rows(x, n2, qn, n);
+                for (size_t i = 0; i < n; i++)
+                    cr_assert(memcmp(&x[i], &want[i], sizeof *x) == 0 ||
+                                  (isnan(x[i]) && isnan(want[i])),
+                              "[%s] n=%zu i=%zu trial %d: %a against %a", lv[l]->name, n, i, trial,
+                              (double)x[i], (double)want[i]);
+            }
+        }
+        free(want);
+        free(orig);
+        guard_free(&gx);
+        guard_free(&gn);
+    }
+}
+
 /* q1 -> f32 (for batches): every level writes emb_q1_decode's bits, -0 for a zero scale
  * included, and nothing past n. */
 Test(kernels, q1_to_f32_all_levels_bit_exact)

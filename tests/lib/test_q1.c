@@ -202,6 +202,27 @@ Test(q1, random_rows_identities)
 /* Re-encoding a decoded row reproduces the blocks exactly: every value of a block is +-d, so the
  * mean |x| is d itself (a float sum of up to 128 copies of an 11-bit d needs at most 18 bits, so
  * it is exact, and so is the division), and the signs are those bits. */
+/* The search computes a one-block row's norm² as d * d * dim in float (lib/search.c,
+ * q1_norms2); that is emb_q1_norm2's value to the bit for every f16 scale d and every
+ * one-block dim: d * d is exact in float and the product rounds once. */
+Test(q1, one_block_norm2_is_float_d_squared_times_dim)
+{
+    static const uint32_t dims[] = {1, 2, 3, 7, 64, 100, 127, 128};
+    uint8_t block[EMB_Q1_BLOCK] = {0};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        const uint32_t dim = dims[di];
+        for (uint32_t h = 0; h < 65536; h++) {
+            const uint16_t hh = (uint16_t)h;
+            memcpy(block, &hh, sizeof hh);
+            const float d = emb_f16_to_f32(hh);
+            const float want = emb_q1_norm2(block, dim), got = d * d * (float)dim;
+            cr_assert(memcmp(&want, &got, sizeof got) == 0 || (isnan(want) && isnan(got)),
+                      "dim %u scale 0x%04x: %a against emb_q1_norm2's %a", dim, h, (double)got,
+                      (double)want);
+        }
+    }
+}
+
 Test(q1, encode_decode_fixed_point)
 {
     uint64_t seed = 0x5eed0102;

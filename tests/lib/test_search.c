@@ -321,7 +321,7 @@ static void check_codec(const emb_store *s, uint32_t codec, unsigned metric_mask
 
 Test(search, brute_force_every_codec_metric_k)
 {
-    static const uint32_t dims[] = {1, 7, 64, 200, 300};
+    static const uint32_t dims[] = {1, 7, 64, 128, 200, 300};
     for (size_t d = 0; d < ARRAY_LEN(dims); d++) {
         const uint32_t dim = dims[d], n = 600;
         float *t = make_table(100 + dim, n, dim);
