@@ -92,6 +92,11 @@ typedef struct emb_kernels {
      * is > 0 (an ordered compare), else +0 (a zero row or query, a NaN norm). A product, a square
      * root and a quotient, each correctly rounded, so every level returns the scalar's bits. */
     void (*cos_rows)(float *x, const float *n2, float qn, size_t n);
+    /* emb_q1_norm2 of one-block Q1_0 rows (n <= 128 values; row i at rows + i * stride, stride
+     * >= 18): d * d * n in float from each row's fp16 scale d, which is emb_q1_norm2's value
+     * exactly (d * d is exact in float, and the product rounds once). Reads the first 4 bytes
+     * of each row. */
+    void (*q1_norm2_rows)(const uint8_t *rows, size_t stride, size_t nrows, size_t n, float *out);
     /* Batch tile (see emb_tile_limits): for r < nr and j < nq, out[r * ldq + j] = the dot
      * product of f32 row r (x + r * ldx, n values) with query j, the queries stored transposed
      * (value i of query j at qt[i * ldq + j]; ldq a multiple of 16, qt 64-byte aligned, the
@@ -140,6 +145,8 @@ void emb_dot_q1q8_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, 
                               size_t n, float *out);
 float emb_dot_q1q8_scalar(const uint8_t *blocks, const float *q, size_t n);
 void emb_cos_rows_scalar(float *x, const float *n2, float qn, size_t n);
+void emb_q1_norm2_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, size_t n,
+                              float *out);
 void emb_dot_q1q1_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows,
                               const uint64_t *qbits, const float *qd, size_t n, float *out);
 float emb_dot_q1q1_scalar(const uint8_t *blocks, const uint64_t *qbits, const float *qd, size_t n);

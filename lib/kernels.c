@@ -47,6 +47,7 @@ static const emb_kernels scalar_kernels = {
     .dot_q1q1_rows = emb_dot_q1q1_rows_scalar,
     .first_at_least = emb_first_at_least_scalar,
     .cos_rows = emb_cos_rows_scalar,
+    .q1_norm2_rows = emb_q1_norm2_rows_scalar,
     .tile_f32 = emb_tile_f32_scalar,
 };
 

@@ -464,6 +464,28 @@ static void cos_rows_avx2(float *x, const float *n2, float qn, size_t n)
     emb_cos_rows_scalar(x + i, n2 + i, qn, n - i);
 }
 
+/* Eight scales per step by a 32-bit gather (the first 4 bytes of each row), their low halves
+ * packed and widened; a short last step gathers only the rows it has. */
+static void q1_norm2_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows, size_t n,
+                               float *out)
+{
+    const __m256i offs = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                            _mm256_set1_epi32((int)stride));
+    const __m256 cnt = _mm256_set1_ps((float)n);
+    for (size_t i = 0; i < nrows; i += 8) {
+        const size_t live = nrows - i < 8 ? nrows - i : 8;
+        const __m256i m = lane_mask(live);
+        const __m256i g = _mm256_and_si256(
+            _mm256_mask_i32gather_epi32(_mm256_setzero_si256(),
+                                        (const int *)(const void *)(rows + i * stride), offs, m, 1),
+            _mm256_set1_epi32(0xffff));
+        const __m128i h =
+            _mm_packus_epi32(_mm256_castsi256_si128(g), _mm256_extracti128_si256(g, 1));
+        const __m256 d = _mm256_cvtph_ps(h);
+        _mm256_maskstore_ps(out + i, m, _mm256_mul_ps(_mm256_mul_ps(d, d), cnt));
+    }
+}
+
 static void dot_q1q1_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows,
                                const uint64_t *qbits, const float *qd, size_t n, float *out)
 {
@@ -501,6 +523,7 @@ const emb_kernels emb__kernels_avx2 = {
     .dot_q1q1_rows = dot_q1q1_rows_avx2,
     .first_at_least = first_at_least_avx2,
     .cos_rows = cos_rows_avx2,
+    .q1_norm2_rows = q1_norm2_rows_avx2,
     .tile_f32 = tile_f32_avx2,
 };
 

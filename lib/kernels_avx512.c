@@ -419,6 +419,24 @@ static void cos_rows_avx512(float *x, const float *n2, float qn, size_t n)
     }
 }
 
+/* Sixteen scales per step by a 32-bit gather (the first 4 bytes of each row, masked lanes not
+ * read), narrowed to their low halves and widened. */
+static void q1_norm2_rows_avx512(const uint8_t *rows, size_t stride, size_t nrows, size_t n,
+                                 float *out)
+{
+    const __m512i offs =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32((int)stride));
+    const __m512 cnt = _mm512_set1_ps((float)n);
+    for (size_t i = 0; i < nrows; i += 16) {
+        const __mmask16 lm = nrows - i >= 16 ? (__mmask16)0xffff : tail_mask(nrows - i);
+        const __m512i g =
+            _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), lm, offs, rows + i * stride, 1);
+        const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+        _mm512_mask_storeu_ps(out + i, lm, _mm512_mul_ps(_mm512_mul_ps(d, d), cnt));
+    }
+}
+
 /* The AVX-512 tables: one per combination of the two extras this level may use, VNNI for q1 x
  * q8 (kernels_avx512vnni.c) and VPOPCNTDQ for q1 x q1 (kernels_avx512vpopcnt.c); kernels.c
  * picks the one the CPU has. Every other kernel is the same, and so is every result. */
@@ -431,7 +449,8 @@ static void cos_rows_avx512(float *x, const float *n2, float qn, size_t n)
         .dot_f16_rows = dot_f16_rows_avx512, .l2sq_f16_rows = l2sq_f16_rows_avx512,                \
         .dot_q1_rows = dot_q1_rows_avx512, .q1_to_f32 = q1_to_f32_avx512, .dot_q1q8_rows = q1q8,   \
         .dot_q1q1_rows = q1q1, .first_at_least = first_at_least_avx512,                            \
-        .cos_rows = cos_rows_avx512, .tile_f32 = tile_f32_avx512,                                  \
+        .cos_rows = cos_rows_avx512, .q1_norm2_rows = q1_norm2_rows_avx512,                        \
+        .tile_f32 = tile_f32_avx512,                                                               \
     }
 
 const emb_kernels emb__kernels_avx512 = AVX512_TABLE(dot_q1q8_rows_avx512, dot_q1q1_rows_avx512);

@@ -377,6 +377,22 @@ static void cos_rows_neon(float *x, const float *n2, float qn, size_t n)
     emb_cos_rows_scalar(x + i, n2 + i, qn, n - i);
 }
 
+/* Four scales per step, widened by the half-precision conversion; the tail as the twin. */
+static void q1_norm2_rows_neon(const uint8_t *rows, size_t stride, size_t nrows, size_t n,
+                               float *out)
+{
+    const float32x4_t cnt = vdupq_n_f32((float)n);
+    size_t i = 0;
+    for (; i + 4 <= nrows; i += 4) {
+        uint16_t h[4];
+        for (size_t l = 0; l < 4; l++)
+            memcpy(&h[l], rows + (i + l) * stride, sizeof h[l]);
+        const float32x4_t d = f16x4_to_f32(h);
+        vst1q_f32(out + i, vmulq_f32(vmulq_f32(d, d), cnt));
+    }
+    emb_q1_norm2_rows_scalar(rows + i * stride, stride, nrows - i, n, out + i);
+}
+
 static void dot_q1q1_rows_neon(const uint8_t *rows, size_t stride, size_t nrows,
                                const uint64_t *qbits, const float *qd, size_t n, float *out)
 {
@@ -410,6 +426,7 @@ const emb_kernels emb__kernels_neon = {
     .dot_q1q1_rows = dot_q1q1_rows_neon,
     .first_at_least = first_at_least_neon,
     .cos_rows = cos_rows_neon,
+    .q1_norm2_rows = q1_norm2_rows_neon,
     .tile_f32 = tile_f32_neon,
 };
 

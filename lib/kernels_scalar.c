@@ -221,6 +221,17 @@ void emb_cos_rows_scalar(float *x, const float *n2, float qn, size_t n)
     }
 }
 
+void emb_q1_norm2_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows, size_t n,
+                              float *out)
+{
+    for (size_t i = 0; i < nrows; i++) {
+        uint16_t h;
+        memcpy(&h, rows + i * stride, sizeof h);
+        const float d = emb_f16_to_f32(h);
+        out[i] = d * d * (float)n;
+    }
+}
+
 /* The limit of pair (r, j), rounded as every level rounds it. */
 static float tile_limit(const emb_tile_limits *lim, size_t r, size_t j)
 {

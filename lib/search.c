@@ -124,40 +124,21 @@ static float cos_of(float dot, float qn, float rn)
     return den > 0 ? dot / den : 0.0f;
 }
 
-/* Rows whose q1 norms q1_norms2 computes at a time. */
+/* Rows whose q1 norms score_rows computes at a time. */
 #define Q1_NORM_ROWS 256u
 
-/* emb_q1_norm2 of nr <= Q1_NORM_ROWS q1 rows into rn2. A one-block row (dim <= 128) is
- * d * d * dim in float: the same number, since d (an f16) has 11 significant bits, so d * d is
- * exact and the product's one rounding is that of the exact value, as in emb_q1_norm2's double
- * arithmetic. The scales are widened by the f16 kernel; per row this was a call, a software
- * f16 conversion and double arithmetic, half of a cosine q1 scan's time. Several blocks go row
- * by row. */
+/* emb_q1_norm2 of nr q1 rows into rn2: one-block rows (dim <= 128) by the kernel (d * d * dim
+ * from the scales, 16 rows a step; per row this was a call, a software f16 conversion and
+ * double arithmetic, half of a cosine q1 scan's time), several blocks row by row. */
 static void q1_norms2(const emb_kernels *kn, const uint8_t *rows, size_t stride, size_t nr,
                       uint32_t dim, float *rn2)
 {
-    if (dim > EMB_Q1_GROUP) {
-        for (size_t i = 0; i < nr; i++)
-            rn2[i] = emb_q1_norm2(rows + i * stride, dim);
+    if (dim <= EMB_Q1_GROUP) {
+        kn->q1_norm2_rows(rows, stride, nr, dim, rn2);
         return;
     }
-    uint16_t h[Q1_NORM_ROWS];
     for (size_t i = 0; i < nr; i++)
-        memcpy(&h[i], rows + i * stride, sizeof h[i]);
-    kn->f16_to_f32(h, rn2, nr);
-    /* Eight at a time in GNU C vectors (SSE, AVX or NEON as the target has; the compiler would
-     * not vectorize this loop at -O2), then the tail. */
-    typedef float f8 __attribute__((vector_size(32)));
-    const float cnt = (float)dim;
-    size_t i = 0;
-    for (; i + 8 <= nr; i += 8) {
-        f8 v;
-        memcpy(&v, rn2 + i, sizeof v);
-        v = v * v * cnt;
-        memcpy(rn2 + i, &v, sizeof v);
-    }
-    for (; i < nr; i++)
-        rn2[i] = rn2[i] * rn2[i] * cnt;
+        rn2[i] = emb_q1_norm2(rows + i * stride, dim);
 }
 
 /* Heap scores (higher is better) of rows [r0, r0 + nr) of codec into out[nr]. Every score of

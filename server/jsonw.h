@@ -27,7 +27,8 @@ void jsonw_free(jsonw *w);
 /* Hands the buffer to the caller (malloc'd, NUL-terminated, length in *len) and resets w. */
 char *jsonw_steal(jsonw *w, size_t *len);
 /* Frees a buffer from jsonw_steal, or any other malloc'd block: blocks of the size jsonw starts
- * with are kept for this thread's next jsonw_init instead (see jsonw.c). Any thread. */
+ * with are kept for this thread's next jsonw_init instead, and a few large ones for any
+ * thread's (see jsonw.c). Any thread. */
 void jsonw_release(void *p);
 /* Frees the large buffers kept for reuse (see jsonw.c) once none was taken or kept for a while;
  * call it now and then with a monotonic clock in seconds (the loops' tick does). Any thread. */

@@ -254,6 +254,27 @@ static void check_level(const emb_kernels *k)
         check(memcmp(x, want, n * sizeof *x) == 0, "cos_rows[%s] n=%zu", k->name, n);
     }
 
+    /* One-block q1 norms, bit for bit: every f16 scale as a row of 18 bytes. */
+    {
+        uint8_t *rows = calloc(65536, 18);
+        float *want = malloc(65536 * 4), *got = malloc(65536 * 4);
+        for (uint32_t h = 0; h < 65536; h++) {
+            const uint16_t hh = (uint16_t)h;
+            memcpy(rows + (size_t)h * 18, &hh, 2);
+        }
+        for (size_t nrows = 65536; nrows > 65530; nrows -= 3) {
+            emb_q1_norm2_rows_scalar(rows, 18, nrows, 128, want);
+            k->q1_norm2_rows(rows, 18, nrows, 128, got);
+            size_t bad = 0;
+            for (size_t i = 0; i < nrows; i++)
+                bad += !(memcmp(&got[i], &want[i], 4) == 0 || (isnan(got[i]) && isnan(want[i])));
+            check(bad == 0, "q1_norm2_rows[%s] rows %zu: %zu differ", k->name, nrows, bad);
+        }
+        free(rows);
+        free(want);
+        free(got);
+    }
+
     /* Half conversions, bit for bit: every half, then a strided sweep of all floats. */
     guarded gh;
     uint16_t *hin = guard_alloc(&gh, 65536 * 2), *hout = malloc(65536 * 2);

@@ -750,6 +750,48 @@ Test(kernels, cos_rows_all_levels_bit_exact)
     }
 }
 
+/* One-block q1 norms: every level writes the scalar twin's bits for every f16 scale (NaN and
+ * infinite ones included), at strides 18 and 36, at every count up to 40 (tails of every
+ * width), reading nothing past the last row's 4 first bytes (the rows end against a guard
+ * page). */
+Test(kernels, q1_norm2_rows_all_levels_bit_exact)
+{
+    const emb_kernels *lv[4];
+    const size_t nl = levels(lv);
+    static const size_t strides[] = {EMB_Q1_BLOCK, 2 * EMB_Q1_BLOCK};
+    static const size_t dims[] = {1, 77, 128};
+    float *want = malloc(65536 * sizeof *want), *got = malloc(65536 * sizeof *got);
+    cr_assert(want && got);
+    for (size_t si = 0; si < sizeof strides / sizeof strides[0]; si++) {
+        const size_t stride = strides[si];
+        for (size_t pass = 0; pass <= 40; pass++) {
+            /* Counts 0..39 with scattered scales, then every scale once. */
+            const size_t total = pass == 40 ? 65536 : pass;
+            guarded g;
+            uint8_t *rows = guard_alloc(&g, total ? (total - 1) * stride + 4 : 0);
+            for (size_t i = 0; i < total; i++) {
+                const uint16_t h = (uint16_t)(total == 65536 ? i : i * 2654435761u >> 7);
+                memcpy(rows + i * stride, &h, sizeof h);
+            }
+            for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+                emb_q1_norm2_rows_scalar(rows, stride, total, dims[di], want);
+                for (size_t l = 0; l < nl; l++) {
+                    lv[l]->q1_norm2_rows(rows, stride, total, dims[di], got);
+                    for (size_t i = 0; i < total; i++)
+                        cr_assert(memcmp(&got[i], &want[i], sizeof *got) == 0 ||
+                                      (isnan(got[i]) && isnan(want[i])),
+                                  "[%s] stride %zu rows %zu dim %zu row %zu: %a against %a",
+                                  lv[l]->name, stride, total, dims[di], i, (double)got[i],
+                                  (double)want[i]);
+                }
+            }
+            guard_free(&g);
+        }
+    }
+    free(want);
+    free(got);
+}
+
 /* q1 -> f32 (for batches): every level writes emb_q1_decode's bits, -0 for a zero scale
  * included, and nothing past n. */
 Test(kernels, q1_to_f32_all_levels_bit_exact)

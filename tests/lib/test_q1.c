@@ -202,25 +202,31 @@ Test(q1, random_rows_identities)
 /* Re-encoding a decoded row reproduces the blocks exactly: every value of a block is +-d, so the
  * mean |x| is d itself (a float sum of up to 128 copies of an 11-bit d needs at most 18 bits, so
  * it is exact, and so is the division), and the signs are those bits. */
-/* The search computes a one-block row's norm² as d * d * dim in float (lib/search.c,
- * q1_norms2); that is emb_q1_norm2's value to the bit for every f16 scale d and every
- * one-block dim: d * d is exact in float and the product rounds once. */
-Test(q1, one_block_norm2_is_float_d_squared_times_dim)
+/* The search takes a one-block row's norm² from the kernels' q1_norm2_rows, d * d * dim in
+ * float; its scalar twin gives emb_q1_norm2's value to the bit for every f16 scale d and every
+ * one-block dim (d * d is exact in float and the product rounds once). */
+Test(q1, one_block_norm2_rows_equal_emb_q1_norm2)
 {
     static const uint32_t dims[] = {1, 2, 3, 7, 64, 100, 127, 128};
-    uint8_t block[EMB_Q1_BLOCK] = {0};
+    uint8_t *rows = calloc(65536, EMB_Q1_BLOCK);
+    float *got = malloc(65536 * sizeof *got);
+    cr_assert(rows && got);
+    for (uint32_t h = 0; h < 65536; h++) {
+        const uint16_t hh = (uint16_t)h;
+        memcpy(rows + (size_t)h * EMB_Q1_BLOCK, &hh, sizeof hh);
+    }
     for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
         const uint32_t dim = dims[di];
+        emb_q1_norm2_rows_scalar(rows, EMB_Q1_BLOCK, 65536, dim, got);
         for (uint32_t h = 0; h < 65536; h++) {
-            const uint16_t hh = (uint16_t)h;
-            memcpy(block, &hh, sizeof hh);
-            const float d = emb_f16_to_f32(hh);
-            const float want = emb_q1_norm2(block, dim), got = d * d * (float)dim;
-            cr_assert(memcmp(&want, &got, sizeof got) == 0 || (isnan(want) && isnan(got)),
-                      "dim %u scale 0x%04x: %a against emb_q1_norm2's %a", dim, h, (double)got,
+            const float want = emb_q1_norm2(rows + (size_t)h * EMB_Q1_BLOCK, dim);
+            cr_assert(memcmp(&want, &got[h], sizeof want) == 0 || (isnan(want) && isnan(got[h])),
+                      "dim %u scale 0x%04x: %a against emb_q1_norm2's %a", dim, h, (double)got[h],
                       (double)want);
         }
     }
+    free(rows);
+    free(got);
 }
 
 Test(q1, encode_decode_fixed_point)
