@@ -76,6 +76,12 @@ static uint32_t f32_bits(float f)
     return u;
 }
 
+/* The same float, bit for bit, or both NaN (whose payloads the levels need not keep). */
+static int same_float(float a, float b)
+{
+    return f32_bits(a) == f32_bits(b) || (isnan(a) && isnan(b));
+}
+
 static float bits_f32(uint32_t u)
 {
     float f;
@@ -508,16 +514,15 @@ static void q1q1_check(const char *what, const uint8_t *rows, size_t stride, siz
     emb_dot_q1q1_rows_scalar(rows, stride, nrows, qbits, qd, n, want);
     for (size_t r = 0; r < nrows; r++) {
         const float ref = q1q1_reference(rows + r * stride, qbits, qd, n);
-        cr_assert(f32_bits(want[r]) == f32_bits(ref) || (isnan(want[r]) && isnan(ref)),
-                  "%s n=%zu row %zu: scalar %a, reference %a", what, n, r, (double)want[r],
-                  (double)ref);
+        cr_assert(same_float(want[r], ref), "%s n=%zu row %zu: scalar %a, reference %a", what, n, r,
+                  (double)want[r], (double)ref);
     }
     for (size_t i = 0; i < nk; i++) {
         got[nrows] = 42.0f;
         ks[i]->dot_q1q1_rows(rows, stride, nrows, qbits, qd, n, got);
         cr_assert_eq(got[nrows], 42.0f, "%s [%s] wrote past nrows", what, names[i]);
         for (size_t r = 0; r < nrows; r++)
-            cr_assert(f32_bits(got[r]) == f32_bits(want[r]) || (isnan(got[r]) && isnan(want[r])),
+            cr_assert(same_float(got[r], want[r]),
                       "%s [%s] n=%zu stride %zu nrows %zu row %zu: %a want %a", what, names[i], n,
                       stride, nrows, r, (double)got[r], (double)want[r]);
     }
@@ -729,18 +734,15 @@ Test(kernels, cos_rows_all_levels_bit_exact)
             for (size_t i = 0; i < n; i++) {
                 const float den = qn * sqrtf(n2[i]);
                 const float ref = den > 0 ? x[i] / den : 0.0f;
-                cr_assert(memcmp(&ref, &want[i], sizeof ref) == 0 || (isnan(ref) && isnan(want[i])),
-                          "scalar n=%zu i=%zu", n, i);
+                cr_assert(same_float(ref, want[i]), "scalar n=%zu i=%zu", n, i);
             }
             memcpy(orig, x, n * sizeof *x);
             for (size_t l = 0; l < nl; l++) {
                 memcpy(x, orig, n * sizeof *x); /* in place, in the guarded buffer */
                 lv[l]->cos_rows(x, n2, qn, n);
                 for (size_t i = 0; i < n; i++)
-                    cr_assert(memcmp(&x[i], &want[i], sizeof *x) == 0 ||
-                                  (isnan(x[i]) && isnan(want[i])),
-                              "[%s] n=%zu i=%zu trial %d: %a against %a", lv[l]->name, n, i, trial,
-                              (double)x[i], (double)want[i]);
+                    cr_assert(same_float(x[i], want[i]), "[%s] n=%zu i=%zu trial %d: %a against %a",
+                              lv[l]->name, n, i, trial, (double)x[i], (double)want[i]);
             }
         }
         free(want);
@@ -778,8 +780,7 @@ Test(kernels, q1_norm2_rows_all_levels_bit_exact)
                 for (size_t l = 0; l < nl; l++) {
                     lv[l]->q1_norm2_rows(rows, stride, total, dims[di], got);
                     for (size_t i = 0; i < total; i++)
-                        cr_assert(memcmp(&got[i], &want[i], sizeof *got) == 0 ||
-                                      (isnan(got[i]) && isnan(want[i])),
+                        cr_assert(same_float(got[i], want[i]),
                                   "[%s] stride %zu rows %zu dim %zu row %zu: %a against %a",
                                   lv[l]->name, stride, total, dims[di], i, (double)got[i],
                                   (double)want[i]);
