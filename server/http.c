@@ -583,13 +583,20 @@ void srv_http_drain_done(srv_http *h)
     }
 }
 
+/* Lets go of q's job, if a worker has it: the worker skips it or its answer is dropped, and
+ * the completion frees it (srv_http_drain_done). */
+static void detach_job(srv_request *q)
+{
+    if (!q->job)
+        return;
+    atomic_store(&q->job->canceled, 1);
+    q->job->owner = NULL;
+    q->job = NULL;
+}
+
 static void give_up(srv_request *q, const char *type, const char *why)
 {
-    if (q->job) {
-        atomic_store(&q->job->canceled, 1);
-        q->job->owner = NULL;
-        q->job = NULL; /* the worker's completion frees it */
-    }
+    detach_job(q);
     srv_reply_problem(&q->reply, 503, type, "%s", why);
     q->have_reply = 1;
     resume(q);
@@ -623,11 +630,7 @@ static int client_gone(struct MHD_Connection *conn)
  * away) and closes the connection without an answer. */
 static void drop_gone(srv_request *q)
 {
-    if (q->job) {
-        atomic_store(&q->job->canceled, 1);
-        q->job->owner = NULL;
-        q->job = NULL; /* the worker's completion frees it */
-    }
+    detach_job(q);
     q->gone = 1;
     srv_log(SRV_LOG_DEBUG, "client left; its queued work was dropped", "id", q->request_id, NULL);
     resume(q);
@@ -916,10 +919,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
     if (q->suspended)
         unlink_suspended(q);
-    if (q->job) {
-        atomic_store(&q->job->canceled, 1);
-        q->job->owner = NULL;
-    }
+    detach_job(q);
     unsigned status = q->have_reply ? q->reply.status : 0;
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !q->have_reply)
         status = 0;
