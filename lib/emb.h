@@ -83,6 +83,7 @@ typedef struct emb_store {
     size_t stride_f32, stride_f16, stride_q1;     /* bytes per row, 0 when the codec is absent */
     uint32_t q1_blocks;                           /* Q1_0 blocks per row */
     const uint8_t *rows_f32, *rows_f16, *rows_q1; /* NULL when absent */
+    const uint8_t *rows_q1i; /* the q1 rows interleaved (EMB_SEC_ROWS_Q1I), NULL when absent */
     const float *norms;
     const char *meta; /* not NUL-terminated */
     size_t meta_len;
@@ -268,6 +269,7 @@ typedef struct emb_writer_opts {
     emb_metric metric; /* default metric recorded in the header */
     int keys;          /* every row will come with a key */
     int normalized;    /* rows were L2-normalised (recorded as a flag) */
+    int q1_interleave; /* with q1: also write the rows interleaved for scans (EMB_SEC_ROWS_Q1I) */
 } emb_writer_opts;
 
 /* Prepares to stream rows into a new store at path (written at finish to a unique
@@ -335,5 +337,12 @@ void emb_q1_decode(const uint8_t *blocks, uint32_t dim, float *out);
 
 /* Squared L2 norm of a Q1_0 row: sum over blocks of d^2 * (values in the block). */
 float emb_q1_norm2(const uint8_t *blocks, uint32_t dim);
+
+/* One group of the interleaved q1 section (EMB_SEC_ROWS_Q1I, emb_format.h): nrows (1..32)
+ * Q1_0 rows of dim values at rows, stride bytes apart, written as emb_q1_blocks(dim) tiles of
+ * EMB_Q1I_TILE bytes to out; the rows past nrows are zero. The bytes are copied, not
+ * interpreted, so damaged rows interleave as they are. */
+void emb_q1_interleave(const uint8_t *rows, size_t stride, size_t nrows, uint32_t dim,
+                       uint8_t *out);
 
 #endif

@@ -20,7 +20,7 @@
 #define EMB_MAGIC         "EMBDSTOR"  /* 8 bytes, no terminator on disk */
 #define EMB_BOM           0x01020304u /* written little-endian: 04 03 02 01 */
 #define EMB_VERSION_MAJOR 1u          /* a reader refuses any other major */
-#define EMB_VERSION_MINOR 0u          /* a reader accepts any minor of its major */
+#define EMB_VERSION_MINOR 1u          /* a reader accepts any minor of its major */
 #define EMB_ALIGN         64u         /* every section offset, and f16/f32 row strides */
 #define EMB_MAX_SECTIONS  64u         /* a header claiming more is corrupt */
 #define EMB_MAX_DIM       65536u      /* widest row a store may hold */
@@ -28,6 +28,8 @@
 #define EMB_MAX_KEY       4096u       /* a key is at most 4096 bytes */
 #define EMB_Q1_GROUP      128u        /* values per Q1_0 block (GGML's QK1_0) */
 #define EMB_Q1_BLOCK      18u         /* bytes per Q1_0 block: fp16 scale + 16 bytes of signs */
+#define EMB_Q1I_ROWS      32u         /* rows per group of the interleaved q1 section */
+#define EMB_Q1I_TILE      576u        /* bytes per (group, block) tile: 32 x EMB_Q1_BLOCK */
 
 /* Codec bits in emb_header.codecs: which row sections the store holds. */
 enum {
@@ -52,7 +54,12 @@ enum {
     EMB_SEC_KEYS_OFFS = 6, /* uint64[rows + 1]: key i is blob[offs[i], offs[i+1]) */
     EMB_SEC_KEYS_BLOB = 7, /* concatenated key bytes */
     EMB_SEC_KEYS_HASH = 8, /* emb_hash_header then uint64 slots[capacity] */
-    EMB_SEC_KIND_MAX = 8,
+    /* Optional (minor 1): the q1 rows again, interleaved for scanning. Per group of 32 rows
+     * (the last padded with zero rows), per block b: the low 64 sign bits of the 32 rows (8
+     * bytes each), their high 64 bits, their 32 fp16 scales: EMB_Q1I_TILE bytes, so
+     * ceil(rows / 32) x blocks x 576 bytes in all. Present only with ROWS_Q1, and equal to it. */
+    EMB_SEC_ROWS_Q1I = 9,
+    EMB_SEC_KIND_MAX = 9,
 };
 
 /* Fixed header at offset 0. */

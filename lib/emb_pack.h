@@ -26,6 +26,7 @@ typedef struct emb_pack_opts {
     uint32_t codecs;             /* EMB_CODEC_* bits */
     emb_metric metric;           /* default metric recorded in the store and used for evaluation */
     int normalize;               /* L2-normalise rows before encoding */
+    int no_q1_interleave;        /* skip the interleaved copy of the q1 rows (EMB_SEC_ROWS_Q1I) */
     uint64_t row_begin, row_end; /* keep rows [begin, end); end UINT64_MAX = all */
     uint32_t eval_queries;       /* sample size for recall; 0 skips the evaluation */
     uint64_t seed;               /* for the sample */

@@ -45,6 +45,7 @@ static const emb_kernels scalar_kernels = {
     .q1_to_f32 = emb_q1_to_f32_scalar,
     .dot_q1q8_rows = emb_dot_q1q8_rows_scalar,
     .dot_q1q1_rows = emb_dot_q1q1_rows_scalar,
+    .dot_q1q1_ilv = emb_dot_q1q1_ilv_scalar,
     .first_at_least = emb_first_at_least_scalar,
     .cos_rows = emb_cos_rows_scalar,
     .q1_norm2_rows = emb_q1_norm2_rows_scalar,

@@ -426,6 +426,78 @@ static inline __attribute__((always_inline)) __m256 q1q1_group8(const uint8_t *r
     return tot;
 }
 
+/* The bits set in each byte of (x ^ q) & m, by two vpshufb nibble lookups. */
+static inline __m256i q1i_bytecount(__m256i x, __m256i q, __m256i m)
+{
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
+                                         1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i nib = _mm256_set1_epi8(0x0f);
+    const __m256i v = _mm256_and_si256(_mm256_xor_si256(x, q), m);
+    return _mm256_add_epi8(
+        _mm256_shuffle_epi8(lut, _mm256_and_si256(v, nib)),
+        _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib)));
+}
+
+/* Groups [g0, g0 + ng) of the interleaved q1 copy (dot_q1q1_ilv): per block, eight rows a step,
+ * four rows' low and high words per vector pair, their byte counts added (at most 16 a byte)
+ * and summed per row by vpsadbw; the eight counts and the eight scales (one 16-byte load) then
+ * as q1q1_group8 does, so the same bits. */
+static void q1q1_ilv_groups_avx2(const uint8_t *ilv, size_t g0, size_t ng, const uint64_t *qbits,
+                                 const float *qd, size_t n, float *out)
+{
+    const size_t nb = (n + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP;
+    const uint8_t *tile0 = ilv + g0 * nb * EMB_Q1I_TILE;
+    for (size_t g = 0; g < ng; g++, out += EMB_Q1I_ROWS) {
+        __m256 tot[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                         _mm256_setzero_ps()};
+        const uint8_t *t = tile0 + g * nb * EMB_Q1I_TILE;
+        for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++, t += EMB_Q1I_TILE) {
+            const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+            const __m256i q0 = _mm256_set1_epi64x((long long)qbits[2 * b]);
+            const __m256i q1 = _mm256_set1_epi64x((long long)qbits[2 * b + 1]);
+            const __m256i m0 =
+                _mm256_set1_epi64x((long long)(cnt >= 64 ? ~0ull : (1ull << cnt) - 1u));
+            const __m256i m1 = _mm256_set1_epi64x((long long)(cnt >= 128 ? ~0ull
+                                                              : cnt > 64 ? (1ull << (cnt - 64)) - 1u
+                                                                         : 0u));
+            const __m256 vqd = _mm256_set1_ps(qd[b]);
+#pragma GCC unroll 4
+            for (size_t s8 = 0; s8 < 4; s8++) {
+                __m256i c[2];
+                for (size_t h = 0; h < 2; h++) {
+                    const uint8_t *lo = t + 64 * s8 + 32 * h;
+                    c[h] = _mm256_sad_epu8(
+                        _mm256_add_epi8(
+                            q1i_bytecount(_mm256_loadu_si256((const __m256i *)(const void *)lo), q0,
+                                          m0),
+                            q1i_bytecount(
+                                _mm256_loadu_si256((const __m256i *)(const void *)(lo + 256)), q1,
+                                m1)),
+                        _mm256_setzero_si256());
+                }
+                /* Rows 0 1 4 5 | 2 3 6 7 from the low dwords, then the middle pairs swapped. */
+                const __m256i pop = _mm256_permute4x64_epi64(
+                    _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(c[0]),
+                                                          _mm256_castsi256_ps(c[1]), 0x88)),
+                    0xD8);
+                const __m256 v = _mm256_cvtepi32_ps(
+                    _mm256_sub_epi32(_mm256_set1_epi32((int)cnt), _mm256_add_epi32(pop, pop)));
+                const __m256 d = _mm256_cvtph_ps(
+                    _mm_loadu_si128((const __m128i *)(const void *)(t + 512 + 16 * s8)));
+                tot[s8] = _mm256_fmadd_ps(_mm256_mul_ps(d, vqd), v, tot[s8]);
+            }
+        }
+        for (size_t s8 = 0; s8 < 4; s8++)
+            _mm256_storeu_ps(out + 8 * s8, tot[s8]);
+    }
+}
+
+static void dot_q1q1_ilv_avx2(const uint8_t *ilv, size_t r0, size_t nrows, const uint64_t *qbits,
+                              const float *qd, size_t n, float *out)
+{
+    emb__q1i_drive(q1q1_ilv_groups_avx2, ilv, r0, nrows, qbits, qd, n, out);
+}
+
 /* ---- the scan's filter: eight compares per instruction, 32 values per test ---- */
 
 static size_t first_at_least_avx2(const float *x, size_t n, float t)
@@ -521,6 +593,7 @@ const emb_kernels emb__kernels_avx2 = {
     .q1_to_f32 = q1_to_f32_avx2,
     .dot_q1q8_rows = dot_q1q8_rows_avx2,
     .dot_q1q1_rows = dot_q1q1_rows_avx2,
+    .dot_q1q1_ilv = dot_q1q1_ilv_avx2,
     .first_at_least = first_at_least_avx2,
     .cos_rows = cos_rows_avx2,
     .q1_norm2_rows = q1_norm2_rows_avx2,

@@ -266,9 +266,11 @@ static inline __m512i popcnt64_bw(__m512i x)
 }
 
 #define Q1Q1_NAME   dot_q1q1_rows_avx512
+#define Q1Q1I_NAME  dot_q1q1_ilv_avx512
 #define Q1Q1_POPCNT popcnt64_bw
 #include "kernels_q1q1_avx512.h"
 #undef Q1Q1_NAME
+#undef Q1Q1I_NAME
 #undef Q1Q1_POPCNT
 
 /* ---- many rows, one query: the one-row kernels inlined in a loop (bit-identical) ---- */
@@ -440,7 +442,7 @@ static void q1_norm2_rows_avx512(const uint8_t *rows, size_t stride, size_t nrow
 /* The AVX-512 tables: one per combination of the two extras this level may use, VNNI for q1 x
  * q8 (kernels_avx512vnni.c) and VPOPCNTDQ for q1 x q1 (kernels_avx512vpopcnt.c); kernels.c
  * picks the one the CPU has. Every other kernel is the same, and so is every result. */
-#define AVX512_TABLE(q1q8, q1q1)                                                                   \
+#define AVX512_TABLE(q1q8, q1q1, q1q1i)                                                            \
     {                                                                                              \
         .level = EMB_SIMD_AVX512, .name = "avx512", .dot_f32 = dot_f32_avx512,                     \
         .l2sq_f32 = l2sq_f32_avx512, .dot_f16 = dot_f16_avx512, .l2sq_f16 = l2sq_f16_avx512,       \
@@ -448,17 +450,19 @@ static void q1_norm2_rows_avx512(const uint8_t *rows, size_t stride, size_t nrow
         .dot_f32_rows = dot_f32_rows_avx512, .l2sq_f32_rows = l2sq_f32_rows_avx512,                \
         .dot_f16_rows = dot_f16_rows_avx512, .l2sq_f16_rows = l2sq_f16_rows_avx512,                \
         .dot_q1_rows = dot_q1_rows_avx512, .q1_to_f32 = q1_to_f32_avx512, .dot_q1q8_rows = q1q8,   \
-        .dot_q1q1_rows = q1q1, .first_at_least = first_at_least_avx512,                            \
+        .dot_q1q1_rows = q1q1, .dot_q1q1_ilv = q1q1i, .first_at_least = first_at_least_avx512,     \
         .cos_rows = cos_rows_avx512, .q1_norm2_rows = q1_norm2_rows_avx512,                        \
         .tile_f32 = tile_f32_avx512,                                                               \
     }
 
-const emb_kernels emb__kernels_avx512 = AVX512_TABLE(dot_q1q8_rows_avx512, dot_q1q1_rows_avx512);
+const emb_kernels emb__kernels_avx512 =
+    AVX512_TABLE(dot_q1q8_rows_avx512, dot_q1q1_rows_avx512, dot_q1q1_ilv_avx512);
 const emb_kernels emb__kernels_avx512_vnni =
-    AVX512_TABLE(emb__dot_q1q8_rows_avx512vnni, dot_q1q1_rows_avx512);
-const emb_kernels emb__kernels_avx512_vpopcnt =
-    AVX512_TABLE(dot_q1q8_rows_avx512, emb__dot_q1q1_rows_avx512vpopcnt);
+    AVX512_TABLE(emb__dot_q1q8_rows_avx512vnni, dot_q1q1_rows_avx512, dot_q1q1_ilv_avx512);
+const emb_kernels emb__kernels_avx512_vpopcnt = AVX512_TABLE(
+    dot_q1q8_rows_avx512, emb__dot_q1q1_rows_avx512vpopcnt, emb__dot_q1q1_ilv_avx512vpopcnt);
 const emb_kernels emb__kernels_avx512_vnni_vpopcnt =
-    AVX512_TABLE(emb__dot_q1q8_rows_avx512vnni, emb__dot_q1q1_rows_avx512vpopcnt);
+    AVX512_TABLE(emb__dot_q1q8_rows_avx512vnni, emb__dot_q1q1_rows_avx512vpopcnt,
+                 emb__dot_q1q1_ilv_avx512vpopcnt);
 
 #endif

@@ -18,6 +18,7 @@
 #include "kernels_internal.h"
 
 #define Q1Q1_NAME   emb__dot_q1q1_rows_avx512vpopcnt_body
+#define Q1Q1I_NAME  emb__dot_q1q1_ilv_avx512vpopcnt_body
 #define Q1Q1_POPCNT _mm512_popcnt_epi64
 #include "kernels_q1q1_avx512.h"
 
@@ -25,6 +26,12 @@ void emb__dot_q1q1_rows_avx512vpopcnt(const uint8_t *rows, size_t stride, size_t
                                       const uint64_t *qbits, const float *qd, size_t n, float *out)
 {
     emb__dot_q1q1_rows_avx512vpopcnt_body(rows, stride, nrows, qbits, qd, n, out);
+}
+
+void emb__dot_q1q1_ilv_avx512vpopcnt(const uint8_t *ilv, size_t r0, size_t nrows,
+                                     const uint64_t *qbits, const float *qd, size_t n, float *out)
+{
+    emb__dot_q1q1_ilv_avx512vpopcnt_body(ilv, r0, nrows, qbits, qd, n, out);
 }
 
 #endif

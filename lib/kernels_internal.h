@@ -6,6 +6,7 @@
 #ifndef EMB_KERNELS_INTERNAL_H
 #define EMB_KERNELS_INTERNAL_H
 
+#include "emb_format.h"
 #include "emb_kernels.h"
 
 /* The q1 x q8 kernels quantise the query EMB__Q8_GROUP values (32 blocks) at a time into a
@@ -23,6 +24,39 @@ float emb__q8_block(const float *q, size_t cnt, int8_t *out, int32_t *isum);
  * zero), delta and isum; returns the number of blocks. */
 size_t emb__q8_group(const float *q, size_t n, size_t g0, int8_t *qi, float *delta, int32_t *isum);
 
+/* Scores of whole groups [g0, g0 + ng) of the interleaved q1 copy (32 x ng floats to out): the
+ * body a level writes for dot_q1q1_ilv, which emb__q1i_drive calls. */
+typedef void (*emb__q1i_groups_fn)(const uint8_t *ilv, size_t g0, size_t ng, const uint64_t *qbits,
+                                   const float *qd, size_t n, float *out);
+
+/* dot_q1q1_ilv from a level's group body: the whole groups straight into out, a group that
+ * [r0, r0 + nrows) covers only in part through a 32-float buffer. */
+static inline __attribute__((always_inline)) void
+emb__q1i_drive(emb__q1i_groups_fn groups, const uint8_t *ilv, size_t r0, size_t nrows,
+               const uint64_t *qbits, const float *qd, size_t n, float *out)
+{
+    float part[EMB_Q1I_ROWS];
+    size_t g = r0 / EMB_Q1I_ROWS, skip = r0 % EMB_Q1I_ROWS;
+    while (nrows) {
+        if (skip || nrows < EMB_Q1I_ROWS) {
+            const size_t take = nrows < EMB_Q1I_ROWS - skip ? nrows : EMB_Q1I_ROWS - skip;
+            groups(ilv, g, 1, qbits, qd, n, part);
+            for (size_t i = 0; i < take; i++)
+                out[i] = part[skip + i];
+            out += take;
+            nrows -= take;
+            g++;
+            skip = 0;
+            continue;
+        }
+        const size_t whole = nrows / EMB_Q1I_ROWS;
+        groups(ilv, g, whole, qbits, qd, n, out);
+        out += whole * EMB_Q1I_ROWS;
+        nrows -= whole * EMB_Q1I_ROWS;
+        g += whole;
+    }
+}
+
 #if defined(__x86_64__)
 /* AVX2 + FMA + F16C. Only call through it when the CPU has all three. */
 extern const emb_kernels emb__kernels_avx2;
@@ -37,6 +71,8 @@ void emb__dot_q1q8_rows_avx512vnni(const uint8_t *rows, size_t stride, size_t nr
                                    size_t n, float *out);
 void emb__dot_q1q1_rows_avx512vpopcnt(const uint8_t *rows, size_t stride, size_t nrows,
                                       const uint64_t *qbits, const float *qd, size_t n, float *out);
+void emb__dot_q1q1_ilv_avx512vpopcnt(const uint8_t *ilv, size_t r0, size_t nrows,
+                                     const uint64_t *qbits, const float *qd, size_t n, float *out);
 #endif
 
 #if defined(__aarch64__)

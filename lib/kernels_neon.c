@@ -345,6 +345,58 @@ INLINE float32x4_t q1q1_group4(const uint8_t *rows, size_t stride, size_t live,
     return tot;
 }
 
+/* Groups [g0, g0 + ng) of the interleaved q1 copy (dot_q1q1_ilv): per block, four rows a step,
+ * two rows' low words in one vector and their high words in another, counted per byte and
+ * added (at most 16 a byte), then summed by pairwise adds as q1q1_group4 does; the four scales
+ * are one 8-byte load. The same operations as the twin, so its bits. */
+static void q1q1_ilv_groups_neon(const uint8_t *ilv, size_t g0, size_t ng, const uint64_t *qbits,
+                                 const float *qd, size_t n, float *out)
+{
+    const size_t nb = (n + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP;
+    for (size_t g = 0; g < ng; g++, out += EMB_Q1I_ROWS) {
+        float32x4_t tot[8];
+        for (size_t s4 = 0; s4 < 8; s4++)
+            tot[s4] = vdupq_n_f32(0.0f);
+        const uint8_t *t = ilv + (g0 + g) * nb * EMB_Q1I_TILE;
+        for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++, t += EMB_Q1I_TILE) {
+            const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+            const uint64_t m0 = cnt >= 64 ? ~0ull : (1ull << cnt) - 1u;
+            const uint64_t m1 = cnt >= 128 ? ~0ull : cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u;
+            const uint8x16_t q0 = vreinterpretq_u8_u64(vdupq_n_u64(qbits[2 * b]));
+            const uint8x16_t q1 = vreinterpretq_u8_u64(vdupq_n_u64(qbits[2 * b + 1]));
+            const uint8x16_t vm0 = vreinterpretq_u8_u64(vdupq_n_u64(m0));
+            const uint8x16_t vm1 = vreinterpretq_u8_u64(vdupq_n_u64(m1));
+            for (size_t s4 = 0; s4 < 8; s4++) {
+                uint8x16_t c[2];
+                for (size_t h = 0; h < 2; h++) {
+                    const uint8_t *lo = t + 32 * s4 + 16 * h;
+                    c[h] = vaddq_u8(vcntq_u8(vandq_u8(veorq_u8(vld1q_u8(lo), q0), vm0)),
+                                    vcntq_u8(vandq_u8(veorq_u8(vld1q_u8(lo + 256), q1), vm1)));
+                }
+                uint8x16_t sum = vpaddq_u8(c[0], c[1]);
+                sum = vpaddq_u8(sum, sum);
+                sum = vpaddq_u8(sum, sum);
+                const int32x4_t pop =
+                    vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vget_low_u8(sum)))));
+                const float32x4_t v =
+                    vcvtq_f32_s32(vsubq_s32(vdupq_n_s32((int32_t)cnt), vaddq_s32(pop, pop)));
+                uint16_t dh[4];
+                memcpy(dh, t + 512 + 8 * s4, sizeof dh);
+                const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh)));
+                tot[s4] = vfmaq_f32(tot[s4], vmulq_n_f32(d, qd[b]), v);
+            }
+        }
+        for (size_t s4 = 0; s4 < 8; s4++)
+            vst1q_f32(out + 4 * s4, tot[s4]);
+    }
+}
+
+static void dot_q1q1_ilv_neon(const uint8_t *ilv, size_t r0, size_t nrows, const uint64_t *qbits,
+                              const float *qd, size_t n, float *out)
+{
+    emb__q1i_drive(q1q1_ilv_groups_neon, ilv, r0, nrows, qbits, qd, n, out);
+}
+
 /* The scan's filter: four compares per instruction, 16 values per test. */
 static size_t first_at_least_neon(const float *x, size_t n, float t)
 {
@@ -424,6 +476,7 @@ const emb_kernels emb__kernels_neon = {
     .q1_to_f32 = q1_to_f32_neon,
     .dot_q1q8_rows = emb_dot_q1q8_rows_scalar,
     .dot_q1q1_rows = dot_q1q1_rows_neon,
+    .dot_q1q1_ilv = dot_q1q1_ilv_neon,
     .first_at_least = first_at_least_neon,
     .cos_rows = cos_rows_neon,
     .q1_norm2_rows = q1_norm2_rows_neon,

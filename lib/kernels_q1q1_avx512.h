@@ -16,16 +16,26 @@
  * +0), the scalar twin's operations. A last group of fewer than 16 rows loads with byte masks
  * (masked-off bytes are never read, so nothing past the rows is touched).
  *
+ * The interleaved copy (Q1Q1I_NAME, dot_q1q1_ilv) needs none of that: a tile's four vectors of
+ * low words and four of high words are XORed with the query's words broadcast and counted, an
+ * add gives eight rows' counts per vector, two vpermt2d make them 32 lanes, and one load holds
+ * the 32 scales. Per 32 rows and block: 9 loads, 2 shuffles (the row layout needs 12 per 32).
+ * No software prefetch: the tiles are one sequential stream, and prefetching 8 KiB ahead as the
+ * row kernel does measured 10% slower (loadtest/kernels/q1_rows.c, Zen 5).
+ *
  * Any other shape (several blocks per row, or a stride that is not 18) goes sixteen rows at a
  * time block by block: popcnt of each row's two words (written as scalar code, which the
  * compiler partly vectorizes where VPOPCNTDQ is allowed), the 16 counts and the 16 scales (one
  * 32-bit gather, as q1 x q8 does) then widened and fused into lane r of the totals.
  */
-#ifndef Q1Q1_NAME
-#error "define Q1Q1_NAME and Q1Q1_POPCNT before including kernels_q1q1_avx512.h"
+#if !defined(Q1Q1_NAME) || !defined(Q1Q1I_NAME) || !defined(Q1Q1_POPCNT)
+#error "define Q1Q1_NAME, Q1Q1I_NAME and Q1Q1_POPCNT before including kernels_q1q1_avx512.h"
 #endif
 
-#define Q1Q1_PF_BYTES 8192u
+#define Q1Q1_PF_BYTES   8192u
+#define Q1Q1_CAT2(a, b) a##b
+#define Q1Q1_CAT(a, b)  Q1Q1_CAT2(a, b)
+#define Q1Q1I_GROUPS    Q1Q1_CAT(Q1Q1I_NAME, _groups)
 
 /* Word k of lane l of the bits gather for rows 0..3: the row's words 9 l + 1 .. 9 l + 8 (plus
  * 4 g for rows 4 g ..: the g-th pair of loads starts 32 g words in, row 4 g at word 36 g). */
@@ -178,4 +188,61 @@ static void Q1Q1_NAME(const uint8_t *rows, size_t stride, size_t nrows, const ui
             out + r0, (__mmask16)((1u << live) - 1u),
             q1q1_groupn(rows + r0 * stride, stride, live, qbits, qd, n, _mm512_setzero_ps()));
     }
+}
+
+/* Groups [g0, g0 + ng) of the interleaved copy, 32 scores each (see the top of the file). */
+static void Q1Q1I_GROUPS(const uint8_t *ilv, size_t g0, size_t ng, const uint64_t *qbits,
+                         const float *qd, size_t n, float *out)
+{
+    const size_t nb = (n + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP;
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const uint8_t *t = ilv + g0 * nb * EMB_Q1I_TILE;
+    for (size_t g = 0; g < ng; g++, out += EMB_Q1I_ROWS) {
+        __m512 tot0 = _mm512_setzero_ps(), tot1 = _mm512_setzero_ps();
+        for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++, t += EMB_Q1I_TILE) {
+            const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+            const __m512i q0 = _mm512_set1_epi64((long long)qbits[2 * b]);
+            const __m512i q1 = _mm512_set1_epi64((long long)qbits[2 * b + 1]);
+            __m512i c[4];
+            if (cnt == EMB_Q1_GROUP) {
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++)
+                    c[k] = _mm512_add_epi64(
+                        Q1Q1_POPCNT(_mm512_xor_si512(_mm512_loadu_si512(t + 64 * k), q0)),
+                        Q1Q1_POPCNT(_mm512_xor_si512(_mm512_loadu_si512(t + 256 + 64 * k), q1)));
+            } else {
+                const __m512i m0 =
+                    _mm512_set1_epi64((long long)(cnt >= 64 ? ~0ull : (1ull << cnt) - 1u));
+                const __m512i m1 =
+                    _mm512_set1_epi64((long long)(cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u));
+                /* (w ^ q) & m in one vpternlogq. */
+                for (int k = 0; k < 4; k++)
+                    c[k] =
+                        _mm512_add_epi64(Q1Q1_POPCNT(_mm512_ternarylogic_epi64(
+                                             _mm512_loadu_si512(t + 64 * k), q0, m0, 0x28)),
+                                         Q1Q1_POPCNT(_mm512_ternarylogic_epi64(
+                                             _mm512_loadu_si512(t + 256 + 64 * k), q1, m1, 0x28)));
+            }
+            const __m512 vcnt = _mm512_set1_ps((float)cnt), m2 = _mm512_set1_ps(-2.0f);
+            const __m512 v0 = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(_mm512_permutex2var_epi32(c[0], even, c[1])), m2, vcnt);
+            const __m512 v1 = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(_mm512_permutex2var_epi32(c[2], even, c[3])), m2, vcnt);
+            const __m512i sc = _mm512_loadu_si512(t + 512);
+            const __m512 vqd = _mm512_set1_ps(qd[b]);
+            tot0 = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(sc)), vqd),
+                                   v0, tot0);
+            tot1 = _mm512_fmadd_ps(
+                _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(sc, 1)), vqd), v1, tot1);
+        }
+        _mm512_storeu_ps(out, tot0);
+        _mm512_storeu_ps(out + 16, tot1);
+    }
+}
+
+static void Q1Q1I_NAME(const uint8_t *ilv, size_t r0, size_t nrows, const uint64_t *qbits,
+                       const float *qd, size_t n, float *out)
+{
+    emb__q1i_drive(Q1Q1I_GROUPS, ilv, r0, nrows, qbits, qd, n, out);
 }

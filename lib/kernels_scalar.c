@@ -399,3 +399,29 @@ float emb_dot_q1q1_scalar(const uint8_t *blocks, const uint64_t *qbits, const fl
     emb_dot_q1q1_rows_scalar(blocks, 0, 1, qbits, qd, n, &out);
     return out;
 }
+
+/* The same sums read from the interleaved copy: row r's block b is in tile b of group r / 32,
+ * its low word at 8 l, its high word at 256 + 8 l and its scale at 512 + 2 l (l = r % 32). */
+void emb_dot_q1q1_ilv_scalar(const uint8_t *ilv, size_t r0, size_t nrows, const uint64_t *qbits,
+                             const float *qd, size_t n, float *out)
+{
+    const size_t nb = (n + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP;
+    for (size_t i = 0; i < nrows; i++) {
+        const size_t r = r0 + i, l = r % EMB_Q1I_ROWS;
+        const uint8_t *tile = ilv + r / EMB_Q1I_ROWS * nb * EMB_Q1I_TILE;
+        float tot = 0.0f;
+        for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++, tile += EMB_Q1I_TILE) {
+            const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
+            uint64_t m[2];
+            q1q1_valid(cnt, m);
+            int diff = 0;
+            for (size_t h = 0; h < 2; h++)
+                diff += __builtin_popcountll(
+                    (q1q1_word(tile + 8 * EMB_Q1I_ROWS * h + 8 * l, 0) ^ qbits[2 * b + h]) & m[h]);
+            const uint8_t *sc = tile + 16 * EMB_Q1I_ROWS + 2 * l;
+            const float d = emb_f16_to_f32((uint16_t)(sc[0] | sc[1] << 8));
+            tot = fmaf(d * qd[b], (float)((int)cnt - 2 * diff), tot);
+        }
+        out[i] = tot;
+    }
+}

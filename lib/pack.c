@@ -517,7 +517,8 @@ int emb_pack(const emb_pack_opts *o, emb_pack_report *rep, emb_error *err)
                           .codecs = o->codecs,
                           .metric = o->metric,
                           .keys = with_keys,
-                          .normalized = o->normalize};
+                          .normalized = o->normalize,
+                          .q1_interleave = !o->no_q1_interleave};
     if ((rc = emb_writer_open(&w, o->output, &wo, err)))
         goto fail;
     p.row = malloc((size_t)p.dim * sizeof *p.row);

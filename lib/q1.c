@@ -73,6 +73,21 @@ float emb_q1_norm2(const uint8_t *blocks, uint32_t dim)
     return (float)s;
 }
 
+/* Tile b of the group: the rows' low sign words at 8 r, their high words at 256 + 8 r, their
+ * scales at 512 + 2 r (r = 0..31), byte for byte as the rows hold them. */
+void emb_q1_interleave(const uint8_t *rows, size_t stride, size_t nrows, uint32_t dim, uint8_t *out)
+{
+    const uint32_t nb = emb_q1_blocks(dim);
+    memset(out, 0, (size_t)nb * EMB_Q1I_TILE);
+    for (uint32_t b = 0; b < nb; b++, out += EMB_Q1I_TILE)
+        for (size_t r = 0; r < nrows; r++) {
+            const uint8_t *blk = rows + r * stride + (size_t)b * EMB_Q1_BLOCK;
+            memcpy(out + 8 * r, blk + 2, 8);
+            memcpy(out + 8 * EMB_Q1I_ROWS + 8 * r, blk + 10, 8);
+            memcpy(out + 16 * EMB_Q1I_ROWS + 2 * r, blk, 2);
+        }
+}
+
 /* The query's 1-bit form for q1 x q1 (emb_kernels.h): the signs as emb_q1_encode sets them, in
  * words, and a float scale per block. The mean is taken in double so that no finite query
  * overflows it (128 values near FLT_MAX sum past float's range); it is at most max |q_j|, so

@@ -127,18 +127,39 @@ static float cos_of(float dot, float qn, float rn)
 /* Rows whose q1 norms score_rows computes at a time. */
 #define Q1_NORM_ROWS 256u
 
-/* emb_q1_norm2 of nr q1 rows into rn2: one-block rows (dim <= 128) by the kernel (d * d * dim
- * from the scales, 16 rows a step; per row this was a call, a software f16 conversion and
- * double arithmetic, half of a cosine q1 scan's time), several blocks row by row. */
-static void q1_norms2(const emb_kernels *kn, const uint8_t *rows, size_t stride, size_t nr,
-                      uint32_t dim, float *rn2)
+/* emb_q1_norm2 of rows [r0, r0 + nr) of the q1 codec into rn2: one-block rows (dim <= 128) as
+ * d * d * dim from the scales (per row this was a call, a software f16 conversion and double
+ * arithmetic, half of a cosine q1 scan's time), taken from the interleaved copy when the scan
+ * read that (it keeps 32 scales to a 64-byte line; the rows put one in every 18 bytes, so
+ * reading them would touch every line of the rows again); several blocks row by row. The same
+ * bits every way (emb_kernels.h). */
+static void q1_norms2(const emb_kernels *kn, const emb_store *s, uint64_t r0, size_t nr,
+                      int from_ilv, float *rn2)
 {
-    if (dim <= EMB_Q1_GROUP) {
-        kn->q1_norm2_rows(rows, stride, nr, dim, rn2);
+    const uint32_t dim = s->dim;
+    const uint8_t *rows = s->rows_q1 + r0 * s->stride_q1;
+    if (dim > EMB_Q1_GROUP) {
+        for (size_t i = 0; i < nr; i++)
+            rn2[i] = emb_q1_norm2(rows + i * s->stride_q1, dim);
         return;
     }
-    for (size_t i = 0; i < nr; i++)
-        rn2[i] = emb_q1_norm2(rows + i * stride, dim);
+    if (!from_ilv) {
+        kn->q1_norm2_rows(rows, s->stride_q1, nr, dim, rn2);
+        return;
+    }
+    uint16_t h[EMB_Q1I_ROWS];
+    float d[EMB_Q1I_ROWS];
+    for (size_t i = 0; i < nr;) {
+        const uint64_t r = r0 + i;
+        const size_t l = (size_t)(r % EMB_Q1I_ROWS);
+        const size_t take = nr - i < EMB_Q1I_ROWS - l ? nr - i : EMB_Q1I_ROWS - l;
+        memcpy(h, s->rows_q1i + r / EMB_Q1I_ROWS * EMB_Q1I_TILE + 16 * EMB_Q1I_ROWS + 2 * l,
+               take * sizeof *h);
+        kn->f16_to_f32(h, d, take);
+        for (size_t j = 0; j < take; j++)
+            rn2[i + j] = d[j] * d[j] * (float)dim;
+        i += take;
+    }
 }
 
 /* Heap scores (higher is better) of rows [r0, r0 + nr) of codec into out[nr]. Every score of
@@ -150,7 +171,11 @@ static void score_rows(const query_ctx *c, uint32_t codec, uint64_t r0, size_t n
     const uint32_t dim = s->dim;
     if (codec == EMB_CODEC_Q1) {
         const uint8_t *rows = s->rows_q1 + r0 * s->stride_q1;
-        if (c->q1q == EMB_Q1_QUERY_Q1)
+        /* q1 x q1 over 32 rows or more reads the interleaved copy when the store has one. */
+        const int ilv = c->q1q == EMB_Q1_QUERY_Q1 && s->rows_q1i && nr >= EMB_Q1I_ROWS;
+        if (ilv)
+            c->kn->dot_q1q1_ilv(s->rows_q1i, r0, nr, c->qbits, c->qd, dim, out);
+        else if (c->q1q == EMB_Q1_QUERY_Q1)
             c->kn->dot_q1q1_rows(rows, s->stride_q1, nr, c->qbits, c->qd, dim, out);
         else
             (c->q1q == EMB_Q1_QUERY_F32 ? c->kn->dot_q1_rows : c->kn->dot_q1q8_rows)(
@@ -160,7 +185,7 @@ static void score_rows(const query_ctx *c, uint32_t codec, uint64_t r0, size_t n
         float rn2[Q1_NORM_ROWS];
         for (size_t i0 = 0; i0 < nr; i0 += Q1_NORM_ROWS) {
             const size_t n = nr - i0 < Q1_NORM_ROWS ? nr - i0 : Q1_NORM_ROWS;
-            q1_norms2(c->kn, rows + i0 * s->stride_q1, s->stride_q1, n, dim, rn2);
+            q1_norms2(c->kn, s, r0 + i0, n, ilv, rn2);
             if (c->metric == EMB_METRIC_COS)
                 c->kn->cos_rows(out + i0, rn2, c->qn, n); /* cos_of(out, qn, sqrtf(rn2)) */
             else

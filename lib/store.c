@@ -6,7 +6,7 @@
  * nothing else, so open time does not depend on the number of rows. Every check has its own
  * message naming what failed and where (SQLite's CORRUPT_BKPT habit): a damaged file is
  * diagnosed, never trusted. emb_store_verify then reads everything: checksums, key offsets, the
- * key index, padding and norms.
+ * key index, padding, norms, and that the interleaved q1 copy equals the q1 rows.
  *
  * Invariants after a successful open: every section pointer lies inside the mapping with the
  * length its kind requires; the mapping is never written; the row sections' sizes equal
@@ -39,6 +39,7 @@ const char *emb_section_name(uint32_t kind)
     case EMB_SEC_KEYS_OFFS: return "keys_offs";
     case EMB_SEC_KEYS_BLOB: return "keys_blob";
     case EMB_SEC_KEYS_HASH: return "keys_hash";
+    case EMB_SEC_ROWS_Q1I: return "rows_q1i";
     default: return "unknown";
     }
 }
@@ -87,6 +88,10 @@ static int expected_length(const emb_store *s, uint32_t kind, uint64_t *want, em
     case EMB_SEC_ROWS_F16: ok = mul_ok(s->rows, emb__stride(EMB_CODEC_F16, s->dim), &n); break;
     case EMB_SEC_ROWS_Q1: ok = mul_ok(s->rows, emb__stride(EMB_CODEC_Q1, s->dim), &n); break;
     case EMB_SEC_KEYS_OFFS: ok = s->rows < UINT64_MAX && mul_ok(s->rows + 1, 8, &n); break;
+    case EMB_SEC_ROWS_Q1I:
+        ok = mul_ok(s->rows / EMB_Q1I_ROWS + (s->rows % EMB_Q1I_ROWS != 0),
+                    (uint64_t)emb_q1_blocks(s->dim) * EMB_Q1I_TILE, &n);
+        break;
     default: n = UINT64_MAX; break;
     }
     if (!ok)
@@ -215,7 +220,7 @@ int emb_store_parse(emb_store *s, const void *buf, size_t len, emb_error *err)
                            e.length, want);
         by_kind[e.kind] = (const emb_section *)(base + sizeof h + (size_t)i * sizeof e);
     }
-    /* No two sections overlap: compare every pair (at most 8 sections). */
+    /* No two sections overlap: compare every pair (at most 9 sections). */
     for (uint32_t a = 1; a <= EMB_SEC_KIND_MAX; a++)
         for (uint32_t b = a + 1; b <= EMB_SEC_KIND_MAX; b++) {
             const emb_section *x = by_kind[a], *y = by_kind[b];
@@ -237,6 +242,8 @@ int emb_store_parse(emb_store *s, const void *buf, size_t len, emb_error *err)
                                  emb_section_name(codec_sections[i].kind),
                                  has ? "missing" : "present", has ? "present" : "absent");
     }
+    if (by_kind[EMB_SEC_ROWS_Q1I] && !by_kind[EMB_SEC_ROWS_Q1])
+        return emb_error_set(err, EMB_ECORRUPT, "section rows_q1i is present without rows_q1");
     if (!by_kind[EMB_SEC_NORMS])
         return emb_error_set(err, EMB_ECORRUPT, "section norms is missing");
     int keys = (h.flags & EMB_FLAG_KEYS) != 0;
@@ -253,6 +260,7 @@ int emb_store_parse(emb_store *s, const void *buf, size_t len, emb_error *err)
     s->rows_f32 = SEC_PTR(EMB_SEC_ROWS_F32);
     s->rows_f16 = SEC_PTR(EMB_SEC_ROWS_F16);
     s->rows_q1 = SEC_PTR(EMB_SEC_ROWS_Q1);
+    s->rows_q1i = SEC_PTR(EMB_SEC_ROWS_Q1I);
     s->stride_f32 = s->rows_f32 ? emb__stride(EMB_CODEC_F32, s->dim) : 0;
     s->stride_f16 = s->rows_f16 ? emb__stride(EMB_CODEC_F16, s->dim) : 0;
     s->stride_q1 = s->rows_q1 ? emb__stride(EMB_CODEC_Q1, s->dim) : 0;
@@ -592,6 +600,25 @@ static int verify_rows(const emb_store *s, emb_error *err)
                                          "the last block)",
                                          (unsigned long long)r, j);
         }
+    }
+    if (s->rows_q1i) {
+        /* The interleaved copy holds the q1 rows, group by group, and zero past the last. */
+        const size_t tiles = (size_t)s->q1_blocks * EMB_Q1I_TILE;
+        uint8_t *want = malloc(tiles);
+        if (!want)
+            return emb_error_set(err, EMB_ENOMEM, "out of memory");
+        for (uint64_t g = 0; g * EMB_Q1I_ROWS < s->rows; g++) {
+            const uint64_t r0 = g * EMB_Q1I_ROWS;
+            const size_t n = s->rows - r0 < EMB_Q1I_ROWS ? (size_t)(s->rows - r0) : EMB_Q1I_ROWS;
+            emb_q1_interleave(s->rows_q1 + r0 * s->stride_q1, s->stride_q1, n, s->dim, want);
+            if (memcmp(want, s->rows_q1i + g * tiles, tiles) != 0) {
+                free(want);
+                return emb_error_set(err, EMB_ECORRUPT,
+                                     "rows_q1i: group %llu (rows %llu..) differs from rows_q1",
+                                     (unsigned long long)g, (unsigned long long)r0);
+            }
+        }
+        free(want);
     }
     float *row = malloc((size_t)s->dim * sizeof *row);
     if (!row)

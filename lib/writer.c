@@ -32,7 +32,7 @@
 #define STAGE_BUF (1u << 20)
 #define ROW_ALIGN 4096u /* row sections start on a page, for madvise and huge pages */
 
-enum { ST_NORMS, ST_F32, ST_F16, ST_Q1, ST_OFFS, ST_BLOB, ST_HASHES, ST_COUNT };
+enum { ST_NORMS, ST_F32, ST_F16, ST_Q1, ST_Q1I, ST_OFFS, ST_BLOB, ST_HASHES, ST_COUNT };
 
 typedef struct stage {
     int fd;
@@ -58,6 +58,8 @@ struct emb_writer {
     uint64_t dup_keys;
     size_t stride_f32, stride_f16, stride_q1;
     uint8_t *f32_buf, *f16_buf, *q1_buf; /* one encoded row each; padding stays zero */
+    uint8_t *q1_group;                   /* the q1 rows of the group being filled (q1_interleave) */
+    uint8_t *q1i_tiles;                  /* that group interleaved */
     float *dec;                          /* dim floats */
     int failed;     /* first staging I/O error; the writer is unusable after it */
     fid_acc fid[3]; /* f32, f16, q1 */
@@ -176,6 +178,8 @@ static void writer_free(emb_writer *w)
     free(w->f32_buf);
     free(w->f16_buf);
     free(w->q1_buf);
+    free(w->q1_group);
+    free(w->q1i_tiles);
     free(w->dec);
     free(w->index);
     free(w->path);
@@ -214,7 +218,13 @@ int emb_writer_open(emb_writer **out, const char *path, const emb_writer_opts *o
     w->f16_buf = calloc(1, w->stride_f16 + 1);
     w->q1_buf = calloc(1, w->stride_q1 + 1);
     w->dec = calloc(o->dim, sizeof *w->dec);
-    if (!w->path || !w->tmp_path || !pcopy || !w->f32_buf || !w->f16_buf || !w->q1_buf || !w->dec) {
+    const int q1i = w->stride_q1 && o->q1_interleave;
+    if (q1i) {
+        w->q1_group = malloc(EMB_Q1I_ROWS * w->stride_q1);
+        w->q1i_tiles = malloc((size_t)emb_q1_blocks(o->dim) * EMB_Q1I_TILE);
+    }
+    if (!w->path || !w->tmp_path || !pcopy || !w->f32_buf || !w->f16_buf || !w->q1_buf || !w->dec ||
+        (q1i && (!w->q1_group || !w->q1i_tiles))) {
         free(pcopy);
         rc = emb_error_set(err, EMB_ENOMEM, "out of memory");
         goto fail;
@@ -231,6 +241,7 @@ int emb_writer_open(emb_writer **out, const char *path, const emb_writer_opts *o
         [ST_F32] = w->stride_f32 != 0,
         [ST_F16] = w->stride_f16 != 0,
         [ST_Q1] = w->stride_q1 != 0,
+        [ST_Q1I] = q1i,
         [ST_OFFS] = o->keys,
         [ST_BLOB] = o->keys,
         [ST_HASHES] = o->keys,
@@ -304,6 +315,13 @@ static double norm_of(const float *x, uint32_t n)
     for (; i < n; i++)
         acc[0] += (double)x[i] * x[i];
     return sqrt(acc[0] + acc[1] + acc[2] + acc[3]);
+}
+
+/* Stages the group of q1 rows collected so far (n of them) interleaved. */
+static int stage_q1i_group(emb_writer *w, size_t n)
+{
+    emb_q1_interleave(w->q1_group, w->stride_q1, n, w->o.dim, w->q1i_tiles);
+    return stage_put(&w->st[ST_Q1I], w->q1i_tiles, (size_t)emb_q1_blocks(w->o.dim) * EMB_Q1I_TILE);
 }
 
 int emb_writer_add(emb_writer *w, const float *vec, const uint8_t *q1, const char *key, size_t len,
@@ -383,6 +401,12 @@ int emb_writer_add(emb_writer *w, const float *vec, const uint8_t *q1, const cha
         if ((rc = stage_put(&w->st[ST_Q1], w->q1_buf, w->stride_q1)))
             goto io_fail;
         fid_add(&w->fid[2], cosq1, w->rows);
+        if (w->q1_group) {
+            const size_t at = (size_t)(w->rows % EMB_Q1I_ROWS);
+            memcpy(w->q1_group + at * w->stride_q1, w->q1_buf, w->stride_q1);
+            if (at + 1 == EMB_Q1I_ROWS && (rc = stage_q1i_group(w, EMB_Q1I_ROWS)))
+                goto io_fail;
+        }
     }
     float nf = (float)norm;
     if ((rc = stage_put(&w->st[ST_NORMS], &nf, 4)))
@@ -573,6 +597,12 @@ int emb_writer_finish(emb_writer *w, const char *meta, size_t meta_len, emb_erro
                            EMB_MAX_META);
         goto fail;
     }
+    /* The last, partial group of interleaved q1 rows (padded with zero rows). */
+    if (w->q1_group && w->rows % EMB_Q1I_ROWS &&
+        (rc = stage_q1i_group(w, (size_t)(w->rows % EMB_Q1I_ROWS)))) {
+        emb_error_set(err, rc, "writing a staging file: %s", emb_strerror(rc));
+        goto fail;
+    }
     for (int i = 0; i < ST_COUNT; i++)
         if (w->st[i].fd >= 0 && (rc = stage_flush(&w->st[i]))) {
             emb_error_set(err, rc, "writing a staging file: %s", emb_strerror(rc));
@@ -599,9 +629,10 @@ int emb_writer_finish(emb_writer *w, const char *meta, size_t meta_len, emb_erro
         int stage;
         uint32_t kind;
         uint64_t align;
-    } staged[] = {{ST_NORMS, EMB_SEC_NORMS, EMB_ALIGN},    {ST_F32, EMB_SEC_ROWS_F32, ROW_ALIGN},
-                  {ST_F16, EMB_SEC_ROWS_F16, ROW_ALIGN},   {ST_Q1, EMB_SEC_ROWS_Q1, ROW_ALIGN},
-                  {ST_OFFS, EMB_SEC_KEYS_OFFS, EMB_ALIGN}, {ST_BLOB, EMB_SEC_KEYS_BLOB, EMB_ALIGN}};
+    } staged[] = {{ST_NORMS, EMB_SEC_NORMS, EMB_ALIGN},   {ST_F32, EMB_SEC_ROWS_F32, ROW_ALIGN},
+                  {ST_F16, EMB_SEC_ROWS_F16, ROW_ALIGN},  {ST_Q1, EMB_SEC_ROWS_Q1, ROW_ALIGN},
+                  {ST_Q1I, EMB_SEC_ROWS_Q1I, ROW_ALIGN},  {ST_OFFS, EMB_SEC_KEYS_OFFS, EMB_ALIGN},
+                  {ST_BLOB, EMB_SEC_KEYS_BLOB, EMB_ALIGN}};
     for (size_t i = 0; i < sizeof staged / sizeof staged[0]; i++) {
         stage *s = &w->st[staged[i].stage];
         if (s->fd < 0)

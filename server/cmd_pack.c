@@ -36,6 +36,8 @@ static void usage(FILE *out)
         "  -k, --keys FILE        one key per line for inputs without keys (overrides the\n"
         "                         input's own keys); line i is the key of input row i\n"
         "  -n, --normalize        L2-normalise every row before encoding\n"
+        "      --no-q1-interleave skip the second, interleaved copy of the q1 rows that q1 x q1\n"
+        "                         scans read (18 bytes per 128 values per row)\n"
         "  -m, --metric M         default metric stored and used for evaluation: cos|dot|l2\n"
         "                         (default cos)\n"
         "  -r, --rows A:B         keep input rows [A, B) only (a shard; B may be empty)\n"
@@ -177,6 +179,7 @@ int cmd_pack(int argc, char **argv)
                                              {"dtype", required_argument, 0, 'd'},
                                              {"keys", required_argument, 0, 'k'},
                                              {"normalize", no_argument, 0, 'n'},
+                                             {"no-q1-interleave", no_argument, 0, 'I'},
                                              {"metric", required_argument, 0, 'm'},
                                              {"rows", required_argument, 0, 'r'},
                                              {"eval-queries", required_argument, 0, 'e'},
@@ -211,6 +214,7 @@ int cmd_pack(int argc, char **argv)
             break;
         case 'k': o.keys_file = optarg; break;
         case 'n': o.normalize = 1; break;
+        case 'I': o.no_q1_interleave = 1; break;
         case 'm':
             if (emb_metric_parse(optarg, &o.metric) != 0) {
                 fprintf(stderr, "embd pack: --metric must be cos, dot or l2\n");

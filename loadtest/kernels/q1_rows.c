@@ -52,12 +52,13 @@ int main(int argc, char **argv)
         return 2;
     }
     const size_t nb = emb_q1_blocks((uint32_t)dim), stride = nb * EMB_Q1_BLOCK;
-    uint8_t *r = malloc(rows * stride);
+    const size_t ng = (rows + EMB_Q1I_ROWS - 1) / EMB_Q1I_ROWS, tiles = nb * EMB_Q1I_TILE;
+    uint8_t *r = malloc(rows * stride), *ilv = aligned_alloc(64, ng * tiles);
     float *q = malloc(dim * sizeof *q), *out = malloc(CHUNK * sizeof *out);
     float *want = malloc(CHUNK * sizeof *want);
     uint64_t *qbits = malloc(2 * nb * sizeof *qbits);
     float *qd = malloc(nb * sizeof *qd);
-    if (!r || !q || !out || !want || !qbits || !qd) {
+    if (!r || !ilv || !q || !out || !want || !qbits || !qd) {
         fprintf(stderr, "q1_rows: out of memory\n");
         return 1;
     }
@@ -65,6 +66,12 @@ int main(int argc, char **argv)
         for (size_t j = 0; j < dim; j++)
             q[j] = rand_f();
         emb_q1_encode(q, (uint32_t)dim, r + i * stride);
+    }
+    for (size_t g = 0; g < ng; g++) {
+        const size_t live =
+            rows - g * EMB_Q1I_ROWS < EMB_Q1I_ROWS ? rows - g * EMB_Q1I_ROWS : EMB_Q1I_ROWS;
+        emb_q1_interleave(r + g * EMB_Q1I_ROWS * stride, stride, live, (uint32_t)dim,
+                          ilv + g * tiles);
     }
     for (size_t j = 0; j < dim; j++)
         q[j] = rand_f();
@@ -93,14 +100,20 @@ int main(int argc, char **argv)
             fprintf(stderr, "q1_rows: %s q1 x q1 differs from the scalar twin\n", t[i].name);
             return 1;
         }
+        t[i].k->dot_q1q1_ilv(ilv, 0, check, qbits, qd, dim, out);
+        if (memcmp(out, want, check * sizeof *out) != 0) {
+            fprintf(stderr, "q1_rows: %s interleaved q1 x q1 differs from the scalar twin\n",
+                    t[i].name);
+            return 1;
+        }
     }
     printf("%zu rows x %zu (%zu bytes a row), best of %d passes, ns per row\n", rows, dim, stride,
            reps);
-    printf("%-22s %10s %10s %10s\n", "table", "q1 x q1", "q1 x q8", "q1 x f32");
+    printf("%-22s %10s %10s %10s %10s\n", "table", "q1 x q1", "q1 x q8", "q1 x f32", "q1q1 ilv");
     for (int round = 0; round < 3; round++) {
         for (int i = 0; i < nt; i++) {
-            double best[3] = {1e30, 1e30, 1e30};
-            for (int kind = 0; kind < 3; kind++) {
+            double best[4] = {1e30, 1e30, 1e30, 1e30};
+            for (int kind = 0; kind < 4; kind++) {
                 /* The scalar kernels are slow: fewer passes. */
                 const int n = t[i].k->level == EMB_SIMD_SCALAR ? 2 : reps;
                 for (int p = 0; p < n; p++) {
@@ -110,6 +123,8 @@ int main(int argc, char **argv)
                         const uint8_t *at = r + r0 * stride;
                         if (kind == 0)
                             t[i].k->dot_q1q1_rows(at, stride, m, qbits, qd, dim, out);
+                        else if (kind == 3)
+                            t[i].k->dot_q1q1_ilv(ilv, r0, m, qbits, qd, dim, out);
                         else if (kind == 1)
                             t[i].k->dot_q1q8_rows(at, stride, m, q, dim, out);
                         else
@@ -119,11 +134,12 @@ int main(int argc, char **argv)
                     best[kind] = dt < best[kind] ? dt : best[kind];
                 }
             }
-            printf("%-22s %10.3f %10.3f %10.3f\n", t[i].name, best[0] / rows * 1e9,
-                   best[1] / rows * 1e9, best[2] / rows * 1e9);
+            printf("%-22s %10.3f %10.3f %10.3f %10.3f\n", t[i].name, best[0] / rows * 1e9,
+                   best[1] / rows * 1e9, best[2] / rows * 1e9, best[3] / rows * 1e9);
         }
     }
     free(r);
+    free(ilv);
     free(q);
     free(out);
     free(want);

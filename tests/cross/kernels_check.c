@@ -222,6 +222,18 @@ static void check_level(const emb_kernels *k)
                           "dot_q1q1_rows[%s] n=%zu stride %zu rows %zu row %zu", k->name, n, stride,
                           m, r);
             }
+            /* The same rows interleaved (one group of 32, 9 live), from every start. */
+            uint8_t *ilv = malloc(nb * EMB_Q1I_TILE);
+            emb_q1_interleave(rows, stride, nrows, (uint32_t)n, ilv);
+            emb_dot_q1q1_rows_scalar(rows, stride, nrows, qbits, qd, n, want);
+            for (size_t r0 = 0; r0 < nrows; r0 += 2) {
+                k->dot_q1q1_ilv(ilv, r0, nrows - r0, qbits, qd, n, out);
+                for (size_t r = r0; r < nrows; r++)
+                    check(bits(out[r - r0]) == bits(want[r]),
+                          "dot_q1q1_ilv[%s] n=%zu rows [%zu, %zu) row %zu", k->name, n, r0, nrows,
+                          r);
+            }
+            free(ilv);
             free(x);
             free(qbits);
             free(qd);
@@ -365,8 +377,10 @@ static void check_search(const char *dir)
     for (size_t i = 0; i < (size_t)nq * dim; i++)
         qs[i] = rand_f();
     memcpy(rows + 10 * dim, rows + 5 * dim, dim * 4); /* a tie */
-    emb_writer_opts o = {
-        .dim = dim, .codecs = EMB_CODEC_F16 | EMB_CODEC_Q1, .metric = EMB_METRIC_COS};
+    emb_writer_opts o = {.dim = dim,
+                         .codecs = EMB_CODEC_F16 | EMB_CODEC_Q1,
+                         .metric = EMB_METRIC_COS,
+                         .q1_interleave = 1};
     emb_writer *w;
     emb_error err = {0};
     emb_store *s = NULL;

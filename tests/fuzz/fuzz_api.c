@@ -50,7 +50,8 @@ static void write_store(const char *dir, const char *name, uint32_t dim, uint32_
                                         "x y",   "%41",    "",       "apple", "\"q\"\\"};
     char path[700];
     snprintf(path, sizeof path, "%s/%s.emb", dir, name);
-    emb_writer_opts o = {.dim = dim, .codecs = codecs, .metric = metric, .keys = keys};
+    emb_writer_opts o = {
+        .dim = dim, .codecs = codecs, .metric = metric, .keys = keys, .q1_interleave = 1};
     emb_writer *w;
     emb_error err = {0};
     FUZZ_CHECK(emb_writer_open(&w, path, &o, &err) == 0, "writer: %s", err.msg);

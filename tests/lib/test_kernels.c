@@ -526,6 +526,42 @@ static void q1q1_check(const char *what, const uint8_t *rows, size_t stride, siz
                       "%s [%s] n=%zu stride %zu nrows %zu row %zu: %a want %a", what, names[i], n,
                       stride, nrows, r, (double)got[r], (double)want[r]);
     }
+    /* The same rows interleaved (as a store's rows_q1i section holds them, the last group's
+     * tiles against a guard page), every level and the scalar twin, over ranges that start and
+     * end inside groups and on their edges. */
+    const size_t ng = (nrows + EMB_Q1I_ROWS - 1) / EMB_Q1I_ROWS, tiles = nb * EMB_Q1I_TILE;
+    guarded gi;
+    uint8_t *ilv = guard_alloc(&gi, ng * tiles);
+    for (size_t g = 0; g < ng; g++) {
+        const size_t live =
+            nrows - g * EMB_Q1I_ROWS < EMB_Q1I_ROWS ? nrows - g * EMB_Q1I_ROWS : EMB_Q1I_ROWS;
+        emb_q1_interleave(rows + g * EMB_Q1I_ROWS * stride, stride, live, (uint32_t)n,
+                          ilv + g * tiles);
+    }
+    const size_t spans[][2] = {{0, nrows},
+                               {1, nrows - 1},
+                               {nrows / 2, nrows - nrows / 2},
+                               {nrows - 1, 1},
+                               {0, 1},
+                               {31 % nrows, nrows - 31 % nrows},
+                               {32 % nrows, nrows - 32 % nrows}};
+    for (size_t i = 0; i <= nk; i++) {
+        const char *name = i < nk ? names[i] : "scalar twin";
+        for (size_t sp = 0; sp < sizeof spans / sizeof spans[0]; sp++) {
+            const size_t r0 = spans[sp][0], len = spans[sp][1];
+            if (len == 0)
+                continue;
+            got[len] = 42.0f;
+            (i < nk ? ks[i]->dot_q1q1_ilv : emb_dot_q1q1_ilv_scalar)(ilv, r0, len, qbits, qd, n,
+                                                                     got);
+            cr_assert_eq(got[len], 42.0f, "%s ilv [%s] wrote past nrows", what, name);
+            for (size_t r = 0; r < len; r++)
+                cr_assert(same_float(got[r], want[r0 + r]),
+                          "%s ilv [%s] n=%zu nrows %zu rows [%zu, +%zu) row %zu: %a want %a", what,
+                          name, n, nrows, r0, len, r0 + r, (double)got[r], (double)want[r0 + r]);
+        }
+    }
+    guard_free(&gi);
     free(qbits);
     free(qd);
     free(want);
@@ -540,7 +576,7 @@ Test(kernels, q1q1_all_levels_bit_exact)
 {
     uint64_t seed = 0x5eed0021;
     static const size_t ns[] = {1, 2, 7, 63, 64, 65, 100, 127, 128, 129, 255, 256, 300, 768, 1000};
-    static const size_t nrs[] = {1, 2, 15, 16, 17, 31, 32, 33, 40, 100};
+    static const size_t nrs[] = {1, 2, 15, 16, 17, 31, 32, 33, 40, 64, 100};
     for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
         for (size_t u = 0; u < sizeof nrs / sizeof nrs[0]; u++) {
             const size_t n = ns[t], nrows = nrs[u];

@@ -52,11 +52,13 @@ static float *make_table(uint64_t seed, uint32_t n, uint32_t dim)
     return t;
 }
 
-static emb_store *build(uint32_t codecs, uint32_t dim, uint32_t n, const float *rows,
-                        const char *meta)
+/* A store of n rows; with q1_interleave, q1 rows get the interleaved copy as well. */
+static emb_store *build_with(uint32_t codecs, uint32_t dim, uint32_t n, const float *rows,
+                             const char *meta, int q1_interleave)
 {
     char *path = fresh_path("search");
-    emb_writer_opts o = {.dim = dim, .codecs = codecs, .metric = EMB_METRIC_COS};
+    emb_writer_opts o = {
+        .dim = dim, .codecs = codecs, .metric = EMB_METRIC_COS, .q1_interleave = q1_interleave};
     emb_writer *w;
     emb_error err = {0};
     cr_assert_eq(emb_writer_open(&w, path, &o, &err), 0, "%s", err.msg);
@@ -67,7 +69,14 @@ static emb_store *build(uint32_t codecs, uint32_t dim, uint32_t n, const float *
     emb_store *s;
     cr_assert_eq(emb_store_open(&s, path, &err), 0, "%s", err.msg);
     free(path);
+    cr_assert_eq(s->rows_q1i != NULL, q1_interleave && (codecs & EMB_CODEC_Q1) != 0);
     return s;
+}
+
+static emb_store *build(uint32_t codecs, uint32_t dim, uint32_t n, const float *rows,
+                        const char *meta)
+{
+    return build_with(codecs, dim, n, rows, meta, 0);
 }
 
 /* ---- the reference ---------------------------------------------------------------------- */
@@ -615,8 +624,9 @@ static int cand_cmp(const void *a, const void *b)
  * stage's candidates are the k x oversample best rows by the scalar twin's scores (ties to the
  * lower id, exclusions dropped), exactly the set the search keeps; the answer must be the best
  * k of those by the exact codec's score (the reference in double, ids exact where separated).
- * Dims below, at and above one block, dim 1, every metric, k up to 1000, f16 and f32 rows; the
- * single query, the batch and the split scan give the same hits. */
+ * Dims below, at and above one block, dim 1, every metric, k up to 1000, f16 and f32 rows, with
+ * and without the interleaved q1 copy (600 rows: the last group of 32 partial, the split at
+ * row 200 inside a group); the single query, the batch and the split scan give the same hits. */
 Test(search, two_stage_q1q1_brute_force)
 {
     static const uint32_t dims[] = {1, 7, 100, 128, 129, 300};
@@ -628,8 +638,8 @@ Test(search, two_stage_q1q1_brute_force)
     for (size_t d = 0; d < ARRAY_LEN(dims); d++) {
         const uint32_t dim = dims[d];
         float *t = make_table(900 + dim, n, dim);
-        for (size_t c = 0; c < ARRAY_LEN(sets); c++) {
-            emb_store *s = build(sets[c], dim, n, t, NULL);
+        for (size_t c = 0; c < 2 * ARRAY_LEN(sets); c++) {
+            emb_store *s = build_with(sets[c / 2], dim, n, t, NULL, (int)(c % 2));
             const uint32_t exact = emb_store_primary_codec(s);
             emb_scratch *sc = emb_scratch_new(dim, 1000 * 20);
             emb_batch_scratch *bs = emb_batch_scratch_new(dim, 3, 1000 * 20);

@@ -199,11 +199,16 @@ static uint8_t *dup_image(const uint8_t *img, size_t len)
     return c;
 }
 
-/* A valid image: rows x dim, the given codecs, optional keys ("key-<i>") and metadata. */
+/* A valid image: rows x dim, the given codecs (q1 with its interleaved copy), optional keys
+ * ("key-<i>") and metadata. */
 static uint8_t *valid_image(uint32_t codecs, uint32_t dim, uint32_t rows, int keys,
                             const char *meta, size_t *len)
 {
-    emb_writer_opts o = {.dim = dim, .codecs = codecs, .metric = EMB_METRIC_COS, .keys = keys};
+    emb_writer_opts o = {.dim = dim,
+                         .codecs = codecs,
+                         .metric = EMB_METRIC_COS,
+                         .keys = keys,
+                         .q1_interleave = (codecs & EMB_CODEC_Q1) != 0};
     float *data = make_rows(0xBA5E + dim, rows, dim);
     keyset ks = make_keys(rows);
     char *path = fresh_path("base");
@@ -350,6 +355,8 @@ static void check_round_trip(const char *path, const emb_writer_opts *o, const f
         want_kinds |= 1u << EMB_SEC_ROWS_F16;
     if (o->codecs & EMB_CODEC_Q1)
         want_kinds |= 1u << EMB_SEC_ROWS_Q1;
+    if ((o->codecs & EMB_CODEC_Q1) && o->q1_interleave)
+        want_kinds |= 1u << EMB_SEC_ROWS_Q1I;
     if (o->keys)
         want_kinds |=
             (1u << EMB_SEC_KEYS_OFFS) | (1u << EMB_SEC_KEYS_BLOB) | (1u << EMB_SEC_KEYS_HASH);
@@ -362,7 +369,26 @@ static void check_round_trip(const char *path, const emb_writer_opts *o, const f
     cr_assert_eq(s->rows_f32 != NULL, (o->codecs & EMB_CODEC_F32) != 0);
     cr_assert_eq(s->rows_f16 != NULL, (o->codecs & EMB_CODEC_F16) != 0);
     cr_assert_eq(s->rows_q1 != NULL, (o->codecs & EMB_CODEC_Q1) != 0);
+    cr_assert_eq(s->rows_q1i != NULL, (o->codecs & EMB_CODEC_Q1) && o->q1_interleave);
     cr_assert_eq(emb_store_primary_codec(s), primary_of(o->codecs));
+    if (s->rows_q1i) {
+        /* The interleaved copy, byte by byte: each row's words and scale in its group's tiles,
+         * zero past the last row. */
+        const size_t groups = (n + 31) / 32, tile = 576, nb = s->q1_blocks;
+        for (size_t g = 0; g < groups; g++)
+            for (size_t b = 0; b < nb; b++)
+                for (size_t l = 0; l < 32; l++) {
+                    const uint8_t *t = s->rows_q1i + (g * nb + b) * tile;
+                    const size_t r = 32 * g + l;
+                    uint8_t want[18] = {0};
+                    if (r < n)
+                        memcpy(want, s->rows_q1 + r * s->stride_q1 + b * 18, 18);
+                    cr_assert(memcmp(t + 512 + 2 * l, want, 2) == 0 &&
+                                  memcmp(t + 8 * l, want + 2, 8) == 0 &&
+                                  memcmp(t + 256 + 8 * l, want + 10, 8) == 0,
+                              "rows_q1i: row %zu block %zu", r, b);
+                }
+    }
 
     /* Metadata. */
     if (meta && *meta) {
@@ -470,7 +496,8 @@ static void round_trip_codecs(uint32_t codecs)
                                  .codecs = codecs,
                                  .metric = (emb_metric)((d + (size_t)keys) % 3),
                                  .keys = keys,
-                                 .normalized = (int)(d % 2)};
+                                 .normalized = (int)(d % 2),
+                                 .q1_interleave = keys};
             float *rows = make_rows(codecs * 1000 + dim, n, dim);
             /* A zero row and a row of extremes (largest finite halves, tiny subnormals). */
             memset(rows + (size_t)5 * dim, 0, (size_t)dim * sizeof(float));
@@ -1555,6 +1582,45 @@ Test(malformed, verify_structural_checks)
     fix_section_crc(c, len, EMB_SEC_KEYS_HASH);
     expect_verify(c, len, EMB_ECORRUPT, "keys_hash: the key of row 0 is not found");
     free(c);
+    free(img);
+}
+
+/* The interleaved q1 copy: its length follows from rows and dim (groups of 32 rows, the last
+ * padded), it needs the q1 rows it copies, and verify compares it with them, padding included. */
+Test(malformed, interleaved_q1)
+{
+    size_t len;
+    uint8_t *img = valid_image(EMB_CODEC_F16 | EMB_CODEC_Q1, 200, 40, 0, NULL, &len);
+    cr_assert_eq(sec(img, EMB_SEC_ROWS_Q1I)->length, 2 * 2 * 576);
+    cr_assert_eq(verify_image(img, len, NULL), 0);
+
+    uint8_t *c = dup_image(img, len);
+    sec(c, EMB_SEC_ROWS_Q1I)->length -= 576;
+    fix_header_crc(c, len);
+    expect_fail(c, len, EMB_ECORRUPT, "section rows_q1i: length 1728, expected 2304");
+    free(c);
+
+    c = dup_image(img, len);
+    drop_section(c, len, EMB_SEC_ROWS_Q1);
+    hdr(c)->codecs &= ~(uint32_t)EMB_CODEC_Q1;
+    fix_header_crc(c, len);
+    expect_fail(c, len, EMB_ECORRUPT, "rows_q1i is present without rows_q1");
+    free(c);
+
+    /* A sign word of row 33, block 1 (group 1), then a byte of the zero row past the last. */
+    static const struct {
+        size_t at;
+        const char *want;
+    } flips[] = {{2 * 2 * 576 - 1152 + 576 + 8, "rows_q1i: group 1 (rows 32..) differs"},
+                 {2 * 2 * 576 - 576 + 512 + 2 * 31, "rows_q1i: group 1 (rows 32..) differs"},
+                 {7, "rows_q1i: group 0 (rows 0..) differs"}};
+    for (size_t i = 0; i < ARRAY_LEN(flips); i++) {
+        c = dup_image(img, len);
+        c[sec(c, EMB_SEC_ROWS_Q1I)->offset + flips[i].at] ^= 0x10;
+        fix_section_crc(c, len, EMB_SEC_ROWS_Q1I);
+        expect_verify(c, len, EMB_ECORRUPT, flips[i].want);
+        free(c);
+    }
     free(img);
 }
 
