@@ -89,9 +89,11 @@ typedef struct emb_kernels {
      * out[i] for row r0 + i, the same bits as dot_q1q1_rows on the same rows. Groups of 32 rows
      * whose tiles hold each block's low sign words, high words and scales side by side: whole
      * vectors of them load, and no shuffle has to find them. Reads only the tiles of the groups
-     * those rows lie in. n <= EMB_MAX_DIM. */
+     * those rows lie in. n <= EMB_MAX_DIM. When n2 is not NULL (only for one-block rows, n <=
+     * 128) n2[i] becomes the row's emb_q1_norm2, d * d * n in float as q1_norm2_rows computes
+     * it, from the scales the kernel loads anyway (a cosine scan then needs no second pass). */
     void (*dot_q1q1_ilv)(const uint8_t *ilv, size_t r0, size_t nrows, const uint64_t *qbits,
-                         const float *qd, size_t n, float *out);
+                         const float *qd, size_t n, float *out, float *n2);
     /* The scan's filter: the first i in [0, n) with x[i] >= t (an ordered compare: a NaN never
      * qualifies, and t = -inf admits every other value), or n when there is none. Exact, so every
      * level returns the same index. */
@@ -159,7 +161,7 @@ void emb_dot_q1q1_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows,
                               const uint64_t *qbits, const float *qd, size_t n, float *out);
 float emb_dot_q1q1_scalar(const uint8_t *blocks, const uint64_t *qbits, const float *qd, size_t n);
 void emb_dot_q1q1_ilv_scalar(const uint8_t *ilv, size_t r0, size_t nrows, const uint64_t *qbits,
-                             const float *qd, size_t n, float *out);
+                             const float *qd, size_t n, float *out, float *n2);
 size_t emb_first_at_least_scalar(const float *x, size_t n, float t);
 
 /* The query of a q1 x q1 scan, made once per query: per block of 128 values (the last holds

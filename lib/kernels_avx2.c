@@ -443,7 +443,7 @@ static inline __m256i q1i_bytecount(__m256i x, __m256i q, __m256i m)
  * and summed per row by vpsadbw; the eight counts and the eight scales (one 16-byte load) then
  * as q1q1_group8 does, so the same bits. */
 static void q1q1_ilv_groups_avx2(const uint8_t *ilv, size_t g0, size_t ng, const uint64_t *qbits,
-                                 const float *qd, size_t n, float *out)
+                                 const float *qd, size_t n, float *out, float *n2)
 {
     const size_t nb = (n + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP;
     const uint8_t *tile0 = ilv + g0 * nb * EMB_Q1I_TILE;
@@ -485,17 +485,22 @@ static void q1q1_ilv_groups_avx2(const uint8_t *ilv, size_t g0, size_t ng, const
                 const __m256 d = _mm256_cvtph_ps(
                     _mm_loadu_si128((const __m128i *)(const void *)(t + 512 + 16 * s8)));
                 tot[s8] = _mm256_fmadd_ps(_mm256_mul_ps(d, vqd), v, tot[s8]);
+                if (n2) /* one block per row */
+                    _mm256_storeu_ps(n2 + 8 * s8, _mm256_mul_ps(_mm256_mul_ps(d, d),
+                                                                _mm256_set1_ps((float)cnt)));
             }
         }
         for (size_t s8 = 0; s8 < 4; s8++)
             _mm256_storeu_ps(out + 8 * s8, tot[s8]);
+        if (n2)
+            n2 += EMB_Q1I_ROWS;
     }
 }
 
 static void dot_q1q1_ilv_avx2(const uint8_t *ilv, size_t r0, size_t nrows, const uint64_t *qbits,
-                              const float *qd, size_t n, float *out)
+                              const float *qd, size_t n, float *out, float *n2)
 {
-    emb__q1i_drive(q1q1_ilv_groups_avx2, ilv, r0, nrows, qbits, qd, n, out);
+    emb__q1i_drive(q1q1_ilv_groups_avx2, ilv, r0, nrows, qbits, qd, n, out, n2);
 }
 
 /* ---- the scan's filter: eight compares per instruction, 32 values per test ---- */

@@ -29,9 +29,10 @@ void emb__dot_q1q1_rows_avx512vpopcnt(const uint8_t *rows, size_t stride, size_t
 }
 
 void emb__dot_q1q1_ilv_avx512vpopcnt(const uint8_t *ilv, size_t r0, size_t nrows,
-                                     const uint64_t *qbits, const float *qd, size_t n, float *out)
+                                     const uint64_t *qbits, const float *qd, size_t n, float *out,
+                                     float *n2)
 {
-    emb__dot_q1q1_ilv_avx512vpopcnt_body(ilv, r0, nrows, qbits, qd, n, out);
+    emb__dot_q1q1_ilv_avx512vpopcnt_body(ilv, r0, nrows, qbits, qd, n, out, n2);
 }
 
 #endif

@@ -24,25 +24,29 @@ float emb__q8_block(const float *q, size_t cnt, int8_t *out, int32_t *isum);
  * zero), delta and isum; returns the number of blocks. */
 size_t emb__q8_group(const float *q, size_t n, size_t g0, int8_t *qi, float *delta, int32_t *isum);
 
-/* Scores of whole groups [g0, g0 + ng) of the interleaved q1 copy (32 x ng floats to out): the
- * body a level writes for dot_q1q1_ilv, which emb__q1i_drive calls. */
+/* Scores of whole groups [g0, g0 + ng) of the interleaved q1 copy (32 x ng floats to out, and
+ * as many norms to n2 unless it is NULL): the body a level writes for dot_q1q1_ilv, which
+ * emb__q1i_drive calls. */
 typedef void (*emb__q1i_groups_fn)(const uint8_t *ilv, size_t g0, size_t ng, const uint64_t *qbits,
-                                   const float *qd, size_t n, float *out);
+                                   const float *qd, size_t n, float *out, float *n2);
 
 /* dot_q1q1_ilv from a level's group body: the whole groups straight into out, a group that
  * [r0, r0 + nrows) covers only in part through a 32-float buffer. */
 static inline __attribute__((always_inline)) void
 emb__q1i_drive(emb__q1i_groups_fn groups, const uint8_t *ilv, size_t r0, size_t nrows,
-               const uint64_t *qbits, const float *qd, size_t n, float *out)
+               const uint64_t *qbits, const float *qd, size_t n, float *out, float *n2)
 {
-    float part[EMB_Q1I_ROWS];
+    float part[EMB_Q1I_ROWS], part2[EMB_Q1I_ROWS];
     size_t g = r0 / EMB_Q1I_ROWS, skip = r0 % EMB_Q1I_ROWS;
     while (nrows) {
         if (skip || nrows < EMB_Q1I_ROWS) {
             const size_t take = nrows < EMB_Q1I_ROWS - skip ? nrows : EMB_Q1I_ROWS - skip;
-            groups(ilv, g, 1, qbits, qd, n, part);
+            groups(ilv, g, 1, qbits, qd, n, part, n2 ? part2 : NULL);
             for (size_t i = 0; i < take; i++)
                 out[i] = part[skip + i];
+            if (n2)
+                for (size_t i = 0; i < take; i++)
+                    *n2++ = part2[skip + i];
             out += take;
             nrows -= take;
             g++;
@@ -50,8 +54,10 @@ emb__q1i_drive(emb__q1i_groups_fn groups, const uint8_t *ilv, size_t r0, size_t 
             continue;
         }
         const size_t whole = nrows / EMB_Q1I_ROWS;
-        groups(ilv, g, whole, qbits, qd, n, out);
+        groups(ilv, g, whole, qbits, qd, n, out, n2);
         out += whole * EMB_Q1I_ROWS;
+        if (n2)
+            n2 += whole * EMB_Q1I_ROWS;
         nrows -= whole * EMB_Q1I_ROWS;
         g += whole;
     }
@@ -72,7 +78,8 @@ void emb__dot_q1q8_rows_avx512vnni(const uint8_t *rows, size_t stride, size_t nr
 void emb__dot_q1q1_rows_avx512vpopcnt(const uint8_t *rows, size_t stride, size_t nrows,
                                       const uint64_t *qbits, const float *qd, size_t n, float *out);
 void emb__dot_q1q1_ilv_avx512vpopcnt(const uint8_t *ilv, size_t r0, size_t nrows,
-                                     const uint64_t *qbits, const float *qd, size_t n, float *out);
+                                     const uint64_t *qbits, const float *qd, size_t n, float *out,
+                                     float *n2);
 #endif
 
 #if defined(__aarch64__)

@@ -350,7 +350,7 @@ INLINE float32x4_t q1q1_group4(const uint8_t *rows, size_t stride, size_t live,
  * added (at most 16 a byte), then summed by pairwise adds as q1q1_group4 does; the four scales
  * are one 8-byte load. The same operations as the twin, so its bits. */
 static void q1q1_ilv_groups_neon(const uint8_t *ilv, size_t g0, size_t ng, const uint64_t *qbits,
-                                 const float *qd, size_t n, float *out)
+                                 const float *qd, size_t n, float *out, float *n2)
 {
     const size_t nb = (n + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP;
     for (size_t g = 0; g < ng; g++, out += EMB_Q1I_ROWS) {
@@ -384,17 +384,21 @@ static void q1q1_ilv_groups_neon(const uint8_t *ilv, size_t g0, size_t ng, const
                 memcpy(dh, t + 512 + 8 * s4, sizeof dh);
                 const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh)));
                 tot[s4] = vfmaq_f32(tot[s4], vmulq_n_f32(d, qd[b]), v);
+                if (n2) /* one block per row */
+                    vst1q_f32(n2 + 4 * s4, vmulq_n_f32(vmulq_f32(d, d), (float)cnt));
             }
         }
         for (size_t s4 = 0; s4 < 8; s4++)
             vst1q_f32(out + 4 * s4, tot[s4]);
+        if (n2)
+            n2 += EMB_Q1I_ROWS;
     }
 }
 
 static void dot_q1q1_ilv_neon(const uint8_t *ilv, size_t r0, size_t nrows, const uint64_t *qbits,
-                              const float *qd, size_t n, float *out)
+                              const float *qd, size_t n, float *out, float *n2)
 {
-    emb__q1i_drive(q1q1_ilv_groups_neon, ilv, r0, nrows, qbits, qd, n, out);
+    emb__q1i_drive(q1q1_ilv_groups_neon, ilv, r0, nrows, qbits, qd, n, out, n2);
 }
 
 /* The scan's filter: four compares per instruction, 16 values per test. */

@@ -192,7 +192,7 @@ static void Q1Q1_NAME(const uint8_t *rows, size_t stride, size_t nrows, const ui
 
 /* Groups [g0, g0 + ng) of the interleaved copy, 32 scores each (see the top of the file). */
 static void Q1Q1I_GROUPS(const uint8_t *ilv, size_t g0, size_t ng, const uint64_t *qbits,
-                         const float *qd, size_t n, float *out)
+                         const float *qd, size_t n, float *out, float *n2)
 {
     const size_t nb = (n + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP;
     const __m512i even =
@@ -231,10 +231,15 @@ static void Q1Q1I_GROUPS(const uint8_t *ilv, size_t g0, size_t ng, const uint64_
                 _mm512_cvtepi32_ps(_mm512_permutex2var_epi32(c[2], even, c[3])), m2, vcnt);
             const __m512i sc = _mm512_loadu_si512(t + 512);
             const __m512 vqd = _mm512_set1_ps(qd[b]);
-            tot0 = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(sc)), vqd),
-                                   v0, tot0);
-            tot1 = _mm512_fmadd_ps(
-                _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(sc, 1)), vqd), v1, tot1);
+            const __m512 d0 = _mm512_cvtph_ps(_mm512_castsi512_si256(sc));
+            const __m512 d1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(sc, 1));
+            tot0 = _mm512_fmadd_ps(_mm512_mul_ps(d0, vqd), v0, tot0);
+            tot1 = _mm512_fmadd_ps(_mm512_mul_ps(d1, vqd), v1, tot1);
+            if (n2) { /* one block per row */
+                _mm512_storeu_ps(n2, _mm512_mul_ps(_mm512_mul_ps(d0, d0), vcnt));
+                _mm512_storeu_ps(n2 + 16, _mm512_mul_ps(_mm512_mul_ps(d1, d1), vcnt));
+                n2 += EMB_Q1I_ROWS;
+            }
         }
         _mm512_storeu_ps(out, tot0);
         _mm512_storeu_ps(out + 16, tot1);
@@ -242,7 +247,7 @@ static void Q1Q1I_GROUPS(const uint8_t *ilv, size_t g0, size_t ng, const uint64_
 }
 
 static void Q1Q1I_NAME(const uint8_t *ilv, size_t r0, size_t nrows, const uint64_t *qbits,
-                       const float *qd, size_t n, float *out)
+                       const float *qd, size_t n, float *out, float *n2)
 {
-    emb__q1i_drive(Q1Q1I_GROUPS, ilv, r0, nrows, qbits, qd, n, out);
+    emb__q1i_drive(Q1Q1I_GROUPS, ilv, r0, nrows, qbits, qd, n, out, n2);
 }

@@ -403,7 +403,7 @@ float emb_dot_q1q1_scalar(const uint8_t *blocks, const uint64_t *qbits, const fl
 /* The same sums read from the interleaved copy: row r's block b is in tile b of group r / 32,
  * its low word at 8 l, its high word at 256 + 8 l and its scale at 512 + 2 l (l = r % 32). */
 void emb_dot_q1q1_ilv_scalar(const uint8_t *ilv, size_t r0, size_t nrows, const uint64_t *qbits,
-                             const float *qd, size_t n, float *out)
+                             const float *qd, size_t n, float *out, float *n2)
 {
     const size_t nb = (n + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP;
     for (size_t i = 0; i < nrows; i++) {
@@ -421,6 +421,8 @@ void emb_dot_q1q1_ilv_scalar(const uint8_t *ilv, size_t r0, size_t nrows, const 
             const uint8_t *sc = tile + 16 * EMB_Q1I_ROWS + 2 * l;
             const float d = emb_f16_to_f32((uint16_t)(sc[0] | sc[1] << 8));
             tot = fmaf(d * qd[b], (float)((int)cnt - 2 * diff), tot);
+            if (n2)
+                n2[i] = d * d * (float)n; /* one block: n <= 128 */
         }
         out[i] = tot;
     }

@@ -127,54 +127,44 @@ static float cos_of(float dot, float qn, float rn)
 /* Rows whose q1 norms score_rows computes at a time. */
 #define Q1_NORM_ROWS 256u
 
-/* emb_q1_norm2 of rows [r0, r0 + nr) of the q1 codec into rn2: one-block rows (dim <= 128) as
- * d * d * dim from the scales (per row this was a call, a software f16 conversion and double
- * arithmetic, half of a cosine q1 scan's time), taken from the interleaved copy when the scan
- * read that (it keeps 32 scales to a 64-byte line; the rows put one in every 18 bytes, so
- * reading them would touch every line of the rows again); several blocks row by row. The same
- * bits every way (emb_kernels.h). */
-static void q1_norms2(const emb_kernels *kn, const emb_store *s, uint64_t r0, size_t nr,
-                      int from_ilv, float *rn2)
+/* emb_q1_norm2 of nr q1 rows into rn2: one-block rows (dim <= 128) by the kernel (d * d * dim
+ * from the scales, 16 rows a step; per row this was a call, a software f16 conversion and double
+ * arithmetic, half of a cosine q1 scan), several blocks row by row. */
+static void q1_norms2(const emb_kernels *kn, const uint8_t *rows, size_t stride, size_t nr,
+                      uint32_t dim, float *rn2)
 {
-    const uint32_t dim = s->dim;
-    const uint8_t *rows = s->rows_q1 + r0 * s->stride_q1;
-    if (dim > EMB_Q1_GROUP) {
-        for (size_t i = 0; i < nr; i++)
-            rn2[i] = emb_q1_norm2(rows + i * s->stride_q1, dim);
+    if (dim <= EMB_Q1_GROUP) {
+        kn->q1_norm2_rows(rows, stride, nr, dim, rn2);
         return;
     }
-    if (!from_ilv) {
-        kn->q1_norm2_rows(rows, s->stride_q1, nr, dim, rn2);
-        return;
-    }
-    uint16_t h[EMB_Q1I_ROWS];
-    float d[EMB_Q1I_ROWS];
-    for (size_t i = 0; i < nr;) {
-        const uint64_t r = r0 + i;
-        const size_t l = (size_t)(r % EMB_Q1I_ROWS);
-        const size_t take = nr - i < EMB_Q1I_ROWS - l ? nr - i : EMB_Q1I_ROWS - l;
-        memcpy(h, s->rows_q1i + r / EMB_Q1I_ROWS * EMB_Q1I_TILE + 16 * EMB_Q1I_ROWS + 2 * l,
-               take * sizeof *h);
-        kn->f16_to_f32(h, d, take);
-        for (size_t j = 0; j < take; j++)
-            rn2[i + j] = d[j] * d[j] * (float)dim;
-        i += take;
-    }
+    for (size_t i = 0; i < nr; i++)
+        rn2[i] = emb_q1_norm2(rows + i * stride, dim);
 }
 
-/* Heap scores (higher is better) of rows [r0, r0 + nr) of codec into out[nr]. Every score of
- * a row goes through here, one row or many: the many-row kernels are bit-identical to the
- * one-row ones, so a row scores the same in a scan, a split scan, a rescoring or a batch. */
+/* Rows scored per kernel call in a scan: enough to amortise the call and the query set-up (q1
+ * x q8 rounds the query once per call, a fifth of the scan's time at 512 rows per call),
+ * few enough that the 8 KiB of scores stay in L1. */
+#define SCAN_ROWS 2048u
+
+/* Heap scores (higher is better) of rows [r0, r0 + nr) of codec into out[nr], nr <= SCAN_ROWS.
+ * Every score of a row goes through here, one row or many: the many-row kernels are
+ * bit-identical to the one-row ones, so a row scores the same in a scan, a split scan, a
+ * rescoring or a batch. */
 static void score_rows(const query_ctx *c, uint32_t codec, uint64_t r0, size_t nr, float *out)
 {
     const emb_store *s = c->s;
     const uint32_t dim = s->dim;
     if (codec == EMB_CODEC_Q1) {
         const uint8_t *rows = s->rows_q1 + r0 * s->stride_q1;
-        /* q1 x q1 over 32 rows or more reads the interleaved copy when the store has one. */
+        /* q1 x q1 over 32 rows or more reads the interleaved copy when the store has one, and
+         * for one-block rows takes their norms from the scales it loads (reading them from the
+         * rows, one scale every 18 bytes, cost as much as the scan itself). */
         const int ilv = c->q1q == EMB_Q1_QUERY_Q1 && s->rows_q1i && nr >= EMB_Q1I_ROWS;
+        const int ilv_norms = ilv && c->metric != EMB_METRIC_DOT && dim <= EMB_Q1_GROUP;
+        float rn2[SCAN_ROWS];
         if (ilv)
-            c->kn->dot_q1q1_ilv(s->rows_q1i, r0, nr, c->qbits, c->qd, dim, out);
+            c->kn->dot_q1q1_ilv(s->rows_q1i, r0, nr, c->qbits, c->qd, dim, out,
+                                ilv_norms ? rn2 : NULL);
         else if (c->q1q == EMB_Q1_QUERY_Q1)
             c->kn->dot_q1q1_rows(rows, s->stride_q1, nr, c->qbits, c->qd, dim, out);
         else
@@ -182,15 +172,15 @@ static void score_rows(const query_ctx *c, uint32_t codec, uint64_t r0, size_t n
                 rows, s->stride_q1, nr, c->q, dim, out);
         if (c->metric == EMB_METRIC_DOT)
             return;
-        float rn2[Q1_NORM_ROWS];
         for (size_t i0 = 0; i0 < nr; i0 += Q1_NORM_ROWS) {
             const size_t n = nr - i0 < Q1_NORM_ROWS ? nr - i0 : Q1_NORM_ROWS;
-            q1_norms2(c->kn, s, r0 + i0, n, ilv, rn2);
+            if (!ilv_norms)
+                q1_norms2(c->kn, rows + i0 * s->stride_q1, s->stride_q1, n, dim, rn2 + i0);
             if (c->metric == EMB_METRIC_COS)
-                c->kn->cos_rows(out + i0, rn2, c->qn, n); /* cos_of(out, qn, sqrtf(rn2)) */
+                c->kn->cos_rows(out + i0, rn2 + i0, c->qn, n); /* cos_of(out, qn, sqrtf(rn2)) */
             else
                 for (size_t i = 0; i < n; i++)
-                    out[i0 + i] = -(c->qn2 - 2 * out[i0 + i] + rn2[i]);
+                    out[i0 + i] = -(c->qn2 - 2 * out[i0 + i] + rn2[i0 + i]);
         }
         return;
     }
@@ -224,11 +214,6 @@ float emb__score(const emb_store *s, uint32_t codec, emb_metric metric, const fl
         .s = s, .kn = emb_kernels_get(), .q = q, .qn = sqrtf(qn2), .qn2 = qn2, .metric = metric};
     return score_row(&c, codec, r);
 }
-
-/* Rows scored per kernel call in a scan: enough to amortise the call and the query set-up (q1
- * x q8 rounds the query once per call, a fifth of the scan's time at 512 rows per call),
- * few enough that the 8 KiB of scores stay in L1. */
-#define SCAN_ROWS 2048u
 
 /* Offers the scores sc[0..n) of rows r0.. to t, skipping p's exclusions and the id self. Most
  * rows lose to the worst hit kept, so that test comes first: the kernels' filter skips to the

@@ -100,7 +100,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "q1_rows: %s q1 x q1 differs from the scalar twin\n", t[i].name);
             return 1;
         }
-        t[i].k->dot_q1q1_ilv(ilv, 0, check, qbits, qd, dim, out);
+        t[i].k->dot_q1q1_ilv(ilv, 0, check, qbits, qd, dim, out, NULL);
         if (memcmp(out, want, check * sizeof *out) != 0) {
             fprintf(stderr, "q1_rows: %s interleaved q1 x q1 differs from the scalar twin\n",
                     t[i].name);
@@ -124,7 +124,7 @@ int main(int argc, char **argv)
                         if (kind == 0)
                             t[i].k->dot_q1q1_rows(at, stride, m, qbits, qd, dim, out);
                         else if (kind == 3)
-                            t[i].k->dot_q1q1_ilv(ilv, r0, m, qbits, qd, dim, out);
+                            t[i].k->dot_q1q1_ilv(ilv, r0, m, qbits, qd, dim, out, NULL);
                         else if (kind == 1)
                             t[i].k->dot_q1q8_rows(at, stride, m, q, dim, out);
                         else

@@ -227,11 +227,17 @@ static void check_level(const emb_kernels *k)
             emb_q1_interleave(rows, stride, nrows, (uint32_t)n, ilv);
             emb_dot_q1q1_rows_scalar(rows, stride, nrows, qbits, qd, n, want);
             for (size_t r0 = 0; r0 < nrows; r0 += 2) {
-                k->dot_q1q1_ilv(ilv, r0, nrows - r0, qbits, qd, n, out);
-                for (size_t r = r0; r < nrows; r++)
+                float n2[9];
+                k->dot_q1q1_ilv(ilv, r0, nrows - r0, qbits, qd, n, out, n <= 128 ? n2 : NULL);
+                for (size_t r = r0; r < nrows; r++) {
                     check(bits(out[r - r0]) == bits(want[r]),
                           "dot_q1q1_ilv[%s] n=%zu rows [%zu, %zu) row %zu", k->name, n, r0, nrows,
                           r);
+                    if (n <= 128)
+                        check(bits(n2[r - r0]) ==
+                                  bits(emb_q1_norm2(rows + r * stride, (uint32_t)n)),
+                              "dot_q1q1_ilv[%s] n=%zu row %zu: norm", k->name, n, r);
+                }
             }
             free(ilv);
             free(x);

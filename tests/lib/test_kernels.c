@@ -509,7 +509,8 @@ static void q1q1_check(const char *what, const uint8_t *rows, size_t stride, siz
     uint64_t *qbits = malloc(2 * nb * sizeof *qbits);
     float *qd = malloc(nb * sizeof *qd);
     float *want = malloc(nrows * sizeof *want), *got = malloc((nrows + 1) * sizeof *got);
-    cr_assert(qbits && qd && want && got);
+    float *n2 = malloc((nrows + 1) * sizeof *n2);
+    cr_assert(qbits && qd && want && got && n2);
     emb_q1_encode_query(q, n, qbits, qd);
     emb_dot_q1q1_rows_scalar(rows, stride, nrows, qbits, qd, n, want);
     for (size_t r = 0; r < nrows; r++) {
@@ -551,17 +552,29 @@ static void q1q1_check(const char *what, const uint8_t *rows, size_t stride, siz
             const size_t r0 = spans[sp][0], len = spans[sp][1];
             if (len == 0)
                 continue;
+            /* One-block rows also ask for the norms (every other span), which must be
+             * emb_q1_norm2's bits; the kernel must not write past len in either array. */
+            const int with_n2 = n <= 128 && sp % 2 == 0;
             got[len] = 42.0f;
+            n2[len] = 42.0f;
             (i < nk ? ks[i]->dot_q1q1_ilv : emb_dot_q1q1_ilv_scalar)(ilv, r0, len, qbits, qd, n,
-                                                                     got);
+                                                                     got, with_n2 ? n2 : NULL);
             cr_assert_eq(got[len], 42.0f, "%s ilv [%s] wrote past nrows", what, name);
-            for (size_t r = 0; r < len; r++)
+            cr_assert_eq(n2[len], 42.0f, "%s ilv [%s] wrote norms past nrows", what, name);
+            for (size_t r = 0; r < len; r++) {
                 cr_assert(same_float(got[r], want[r0 + r]),
                           "%s ilv [%s] n=%zu nrows %zu rows [%zu, +%zu) row %zu: %a want %a", what,
                           name, n, nrows, r0, len, r0 + r, (double)got[r], (double)want[r0 + r]);
+                if (with_n2) {
+                    const float w2 = emb_q1_norm2(rows + (r0 + r) * stride, (uint32_t)n);
+                    cr_assert(same_float(n2[r], w2), "%s ilv [%s] n=%zu row %zu: norm %a want %a",
+                              what, name, n, r0 + r, (double)n2[r], (double)w2);
+                }
+            }
         }
     }
     guard_free(&gi);
+    free(n2);
     free(qbits);
     free(qd);
     free(want);
