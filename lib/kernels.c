@@ -54,6 +54,18 @@ static const emb_kernels scalar_kernels = {
 
 /* Written only by emb_kernels_init, which runs before any thread starts. */
 static const emb_kernels *active_kernels = &scalar_kernels;
+int emb__prefetch = 1;
+
+/* The scans' software prefetch helps on Intel and hurts on AMD (kernels_rows.h). */
+static int cpu_wants_prefetch(void)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return !__builtin_cpu_is("amd");
+#else
+    return 1;
+#endif
+}
 
 #if defined(__x86_64__)
 /* F16C straight from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know
@@ -158,6 +170,7 @@ int emb_kernels_init(const char *want)
     const emb_kernels *best = best_at_most(EMB_SIMD_NEON);
     emb_simd level;
 
+    emb__prefetch = cpu_wants_prefetch();
     if (!want)
         want = getenv("EMBD_SIMD");
     if (!want || !*want) {

@@ -568,7 +568,8 @@ static void dot_q1q1_rows_avx2(const uint8_t *rows, size_t stride, size_t nrows,
 {
     size_t r0 = 0;
     for (; r0 + 8 <= nrows; r0 += 8) {
-        for (size_t at = r0 * stride + EMB__PF_BYTES, to = at + 8 * stride; at < to; at += 64)
+        for (size_t at = r0 * stride + EMB__PF_BYTES, to = at + 8 * stride;
+             emb__prefetch && at < to; at += 64)
             if (at < nrows * stride)
                 _mm_prefetch((const char *)rows + at, _MM_HINT_T0);
         _mm256_storeu_ps(out + r0, q1q1_group8(rows + r0 * stride, stride, 8, qbits, qd, n));

@@ -24,6 +24,10 @@ float emb__q8_block(const float *q, size_t cnt, int8_t *out, int32_t *isum);
  * zero), delta and isum; returns the number of blocks. */
 size_t emb__q8_group(const float *q, size_t n, size_t g0, int8_t *qi, float *delta, int32_t *isum);
 
+/* Whether the many-row scans issue their software prefetches (kernels_rows.h): 1, except on AMD
+ * CPUs, where emb_kernels_init clears it. Written only there, before any thread starts. */
+extern int emb__prefetch;
+
 /* Scores of whole groups [g0, g0 + ng) of the interleaved q1 copy (32 x ng floats to out, and
  * as many norms to n2 unless it is NULL): the body a level writes for dot_q1q1_ilv, which
  * emb__q1i_drive calls. */

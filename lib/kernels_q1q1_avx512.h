@@ -159,7 +159,7 @@ static void Q1Q1_NAME(const uint8_t *rows, size_t stride, size_t nrows, const ui
         for (; r0 + 16 <= nrows; r0 += 16) {
             /* The rows 8 KiB ahead, as the other many-row scans do. */
             const size_t from = r0 * stride + Q1Q1_PF_BYTES, to = from + 16 * EMB_Q1_BLOCK;
-            for (size_t at = from; at < to && at < nrows * stride; at += 64)
+            for (size_t at = from; emb__prefetch && at < to && at < nrows * stride; at += 64)
                 _mm_prefetch((const char *)rows + at, _MM_HINT_T0);
             const uint8_t *p = rows + r0 * stride;
             const __m512 s = partial ? q1q1_group1(p, 16, qb, vm, 1, vcnt, vqd, bidx, sidx, pidx)
@@ -177,7 +177,7 @@ static void Q1Q1_NAME(const uint8_t *rows, size_t stride, size_t nrows, const ui
     size_t r0 = 0;
     for (; r0 + 16 <= nrows; r0 += 16) {
         const size_t from = r0 * stride + Q1Q1_PF_BYTES, to = (r0 + 16) * stride + Q1Q1_PF_BYTES;
-        for (size_t at = from; at < to && at < nrows * stride; at += 64)
+        for (size_t at = from; emb__prefetch && at < to && at < nrows * stride; at += 64)
             _mm_prefetch((const char *)rows + at, _MM_HINT_T0);
         _mm512_storeu_ps(out + r0, q1q1_groupn(rows + r0 * stride, stride, 16, qbits, qd, n,
                                                _mm512_setzero_ps()));

@@ -99,7 +99,7 @@ static void Q1Q8_NAME(const uint8_t *rows, size_t stride, size_t nrows, const fl
              * 39% of memchr's read rate without it). */
             const size_t from = r0 * stride + Q1Q8_PF_BYTES,
                          to = (r0 + 16) * stride + Q1Q8_PF_BYTES;
-            for (size_t at = from; at < to && at < nrows * stride; at += 64)
+            for (size_t at = from; emb__prefetch && at < to && at < nrows * stride; at += 64)
                 _mm_prefetch((const char *)rows + at, _MM_HINT_T0);
             const __m512 tot = _mm512_loadu_ps(out + r0);
             _mm512_storeu_ps(out + r0,
