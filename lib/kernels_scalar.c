@@ -369,10 +369,23 @@ static uint64_t q1q1_word(const uint8_t *qs, size_t h)
     return w;
 }
 
-/* Q1_0 rows against the query's sign bits and scales: per block, the number of values whose
- * signs differ is counted exactly (XOR, then popcount of the valid bits), v = cnt - 2 * that
- * = sum_j s_j t_j, and out[i] = the fused sum over blocks, in block order from +0, of
- * (d_b * qd[b]) * v. Every level computes exactly these operations. */
+/* One block of a q1 x q1 sum: the number of values whose signs differ is counted exactly (XOR,
+ * then popcount of the valid bits of the words lo and hi against the query's qb[0..1]),
+ * v = cnt - 2 * that = sum_j s_j t_j, and (d * qd) * v is fused into tot, d the block's fp16
+ * scale widened. */
+static float q1q1_block(uint64_t lo, uint64_t hi, uint16_t d16, const uint64_t *qb, float qd,
+                        size_t cnt, float tot)
+{
+    uint64_t m[2];
+    q1q1_valid(cnt, m);
+    const int diff =
+        __builtin_popcountll((lo ^ qb[0]) & m[0]) + __builtin_popcountll((hi ^ qb[1]) & m[1]);
+    return fmaf(emb_f16_to_f32(d16) * qd, (float)((int)cnt - 2 * diff), tot);
+}
+
+/* Q1_0 rows against the query's sign bits and scales: out[i] = the fused sum over blocks, in
+ * block order from +0, of (d_b * qd[b]) * v_b (q1q1_block). Every level computes exactly these
+ * operations. */
 void emb_dot_q1q1_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows,
                               const uint64_t *qbits, const float *qd, size_t n, float *out)
 {
@@ -381,13 +394,8 @@ void emb_dot_q1q1_rows_scalar(const uint8_t *rows, size_t stride, size_t nrows,
         float tot = 0.0f;
         for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++, blk += EMB_Q1_BLOCK) {
             const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
-            uint64_t m[2];
-            q1q1_valid(cnt, m);
-            int diff = 0;
-            for (size_t h = 0; h < 2; h++)
-                diff += __builtin_popcountll((q1q1_word(blk + 2, h) ^ qbits[2 * b + h]) & m[h]);
-            const float d = emb_f16_to_f32((uint16_t)(blk[0] | blk[1] << 8));
-            tot = fmaf(d * qd[b], (float)((int)cnt - 2 * diff), tot);
+            tot = q1q1_block(q1q1_word(blk + 2, 0), q1q1_word(blk + 2, 1),
+                             (uint16_t)(blk[0] | blk[1] << 8), qbits + 2 * b, qd[b], cnt, tot);
         }
         out[i] = tot;
     }
@@ -412,17 +420,15 @@ void emb_dot_q1q1_ilv_scalar(const uint8_t *ilv, size_t r0, size_t nrows, const 
         float tot = 0.0f;
         for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++, tile += EMB_Q1I_TILE) {
             const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
-            uint64_t m[2];
-            q1q1_valid(cnt, m);
-            int diff = 0;
-            for (size_t h = 0; h < 2; h++)
-                diff += __builtin_popcountll(
-                    (q1q1_word(tile + 8 * EMB_Q1I_ROWS * h + 8 * l, 0) ^ qbits[2 * b + h]) & m[h]);
             const uint8_t *sc = tile + 16 * EMB_Q1I_ROWS + 2 * l;
-            const float d = emb_f16_to_f32((uint16_t)(sc[0] | sc[1] << 8));
-            tot = fmaf(d * qd[b], (float)((int)cnt - 2 * diff), tot);
-            if (n2)
-                n2[i] = d * d * (float)n; /* one block: n <= 128 */
+            const uint16_t d16 = (uint16_t)(sc[0] | sc[1] << 8);
+            tot = q1q1_block(q1q1_word(tile + 8 * l, 0),
+                             q1q1_word(tile + 8 * EMB_Q1I_ROWS + 8 * l, 0), d16, qbits + 2 * b,
+                             qd[b], cnt, tot);
+            if (n2) { /* one block: n <= 128 */
+                const float d = emb_f16_to_f32(d16);
+                n2[i] = d * d * (float)n;
+            }
         }
         out[i] = tot;
     }
