@@ -84,6 +84,37 @@ expect "search --first-stage f32" 0 "$embd" search demo.emb --key apple -k 5 --f
 expect "search with an unknown first stage is a usage error" 2 "$embd" search demo.emb --id 1 \
   --first-stage q4
 
+# ---- the interleaved q1 copy: written by default, left out on request, same answers ----
+expect "info lists the interleaved q1 copy" 0 "$embd" info demo.emb
+contains "info shows rows_q1i" "rows_q1i"
+contains "info shows format 1.1" "v1\.1"
+expect "pack --no-q1-interleave" 0 "$embd" pack demo.txt -o demo_noi.emb --dtype f16+q1 -e 0 \
+  --no-q1-interleave
+expect "info without the copy" 0 "$embd" info demo_noi.emb
+if grep -q rows_q1i out.txt; then fail "--no-q1-interleave leaves rows_q1i out"; else
+  ok "--no-q1-interleave leaves rows_q1i out"; fi
+expect "verify without the copy" 0 "$embd" verify demo_noi.emb
+for st in q1 q8; do
+  "$embd" search demo.emb --key apple -k 10 --first-stage $st --oversample 20 --json >a.json 2>&1
+  "$embd" search demo_noi.emb --key apple -k 10 --first-stage $st --oversample 20 --json >b.json 2>&1
+  if $py -c 'import json; a=json.load(open("a.json"))["results"]; b=json.load(open("b.json"))["results"]; assert len(a)==10 and a==b' 2>/dev/null; then
+    ok "first stage $st: the same hits and scores with and without the copy"
+  else fail "first stage $st: the same hits and scores with and without the copy"; fi
+done
+cp demo.emb q1i_flipped.emb
+$py - <<'PY'
+import struct
+b = bytearray(open("q1i_flipped.emb", "rb").read())
+count = struct.unpack_from("<I", b, 20)[0]
+for i in range(count):
+    kind, _, off, length, crc, _ = struct.unpack_from("<IIQQII", b, 64 + 32 * i)
+    if kind == 9:
+        b[off + 8] ^= 0x01
+open("q1i_flipped.emb", "wb").write(b)
+PY
+expect "verify a flipped byte in rows_q1i" 1 "$embd" verify q1i_flipped.emb
+contains "verify names rows_q1i" "rows_q1i"
+
 # ---- damaged stores ----
 cp demo.emb flipped.emb
 size=$(stat -c %s demo.emb)
