@@ -318,13 +318,15 @@ static void rowset_free(rowset *rs)
 }
 
 /* Every level's many-row kernels return, bit for bit, what its one-row kernels return, and a
- * q1 x q8 or q1 x q1 row scores the same whatever rows share its call. */
+ * q1 x q8 or q1 x q1 row scores the same whatever rows share its call. The dimensions around
+ * 384 cross the AVX-512 f16 scan's switch to 384 query values held in registers, with and
+ * without its 16-value and masked tails. */
 Test(kernels, rows_kernels_bit_identical_to_one_row)
 {
     const emb_kernels *lv[4];
     const size_t nl = levels(lv);
     uint64_t seed = 0x5eed0010;
-    static const size_t ns[] = {1, 7, 16, 100, 128, 129, 300, 768};
+    static const size_t ns[] = {1, 7, 16, 100, 128, 129, 300, 383, 384, 401, 447, 449, 768};
     for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
         for (size_t u = 0; u < N_NROWS; u++) {
             const size_t n = ns[t], nrows = test_nrows[u];
