@@ -84,6 +84,22 @@ expect "search --first-stage f32" 0 "$embd" search demo.emb --key apple -k 5 --f
 expect "search with an unknown first stage is a usage error" 2 "$embd" search demo.emb --id 1 \
   --first-stage q4
 
+# flip_in_section IN OUT KIND AT MASK: OUT is IN with byte AT (an offset, or "half" for the
+# middle) of the section of KIND, found through the section table, XORed with MASK.
+flip_in_section() {
+  $py - "$@" <<'PY'
+import struct, sys
+src, dst, kind, at, mask = sys.argv[1:]
+b = bytearray(open(src, "rb").read())
+count = struct.unpack_from("<I", b, 20)[0]
+for i in range(count):
+    k, _, off, length, crc, _ = struct.unpack_from("<IIQQII", b, 64 + 32 * i)
+    if k == int(kind):
+        b[off + (length // 2 if at == "half" else int(at))] ^= int(mask, 0)
+open(dst, "wb").write(b)
+PY
+}
+
 # ---- the interleaved q1 copy: written by default, left out on request, same answers ----
 expect "info lists the interleaved q1 copy" 0 "$embd" info demo.emb
 contains "info shows rows_q1i" "rows_q1i"
@@ -101,34 +117,13 @@ for st in q1 q8; do
     ok "first stage $st: the same hits and scores with and without the copy"
   else fail "first stage $st: the same hits and scores with and without the copy"; fi
 done
-cp demo.emb q1i_flipped.emb
-$py - <<'PY'
-import struct
-b = bytearray(open("q1i_flipped.emb", "rb").read())
-count = struct.unpack_from("<I", b, 20)[0]
-for i in range(count):
-    kind, _, off, length, crc, _ = struct.unpack_from("<IIQQII", b, 64 + 32 * i)
-    if kind == 9:
-        b[off + 8] ^= 0x01
-open("q1i_flipped.emb", "wb").write(b)
-PY
+flip_in_section demo.emb q1i_flipped.emb 9 8 0x01
 expect "verify a flipped byte in rows_q1i" 1 "$embd" verify q1i_flipped.emb
 contains "verify names rows_q1i" "rows_q1i"
 
 # ---- damaged stores ----
-cp demo.emb flipped.emb
 size=$(stat -c %s demo.emb)
-$py - <<'PY'
-import struct
-b = bytearray(open("flipped.emb", "rb").read())
-# Flip a byte inside the f16 rows section (kind 4) found through the section table.
-count = struct.unpack_from("<I", b, 20)[0]
-for i in range(count):
-    kind, _, off, length, crc, _ = struct.unpack_from("<IIQQII", b, 64 + 32 * i)
-    if kind == 4:
-        b[off + length // 2] ^= 0x40
-open("flipped.emb", "wb").write(b)
-PY
+flip_in_section demo.emb flipped.emb 4 half 0x40 # a byte in the middle of the f16 rows
 expect "info does not read rows (flipped row byte still opens)" 0 "$embd" info flipped.emb
 expect "verify rejects a flipped row byte" 1 "$embd" verify flipped.emb
 contains "verify names the section and the checksum" "rows_f16: CRC-32C"
