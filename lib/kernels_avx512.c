@@ -41,52 +41,10 @@ static inline __mmask16 tail_mask(size_t r)
     return (__mmask16)((1u << r) - 1u);
 }
 
-static inline __attribute__((always_inline)) float dot_f32_avx512(const float *a, const float *b,
-                                                                  size_t n)
-{
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    __m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    size_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
-    }
-    for (; i + 16 <= n; i += 16)
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    if (i < n) {
-        const __mmask16 m = tail_mask(n - i);
-        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-}
-
 static inline __m512 sqdiff_acc(__m512 a, __m512 b, __m512 acc)
 {
     const __m512 d = _mm512_sub_ps(a, b);
     return _mm512_fmadd_ps(d, d, acc);
-}
-
-static inline __attribute__((always_inline)) float l2sq_f32_avx512(const float *a, const float *b,
-                                                                   size_t n)
-{
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    __m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    size_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        s0 = sqdiff_acc(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        s1 = sqdiff_acc(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-        s2 = sqdiff_acc(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
-        s3 = sqdiff_acc(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
-    }
-    for (; i + 16 <= n; i += 16)
-        s0 = sqdiff_acc(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    if (i < n) {
-        const __mmask16 m = tail_mask(n - i);
-        s1 = sqdiff_acc(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
 /* Sixteen halves widened to floats. */
@@ -106,31 +64,58 @@ static inline __m512 mul_acc(__m512 a, __m512 b, __m512 acc)
     return _mm512_fmadd_ps(a, b, acc);
 }
 
-/* The one-row f16 kernels from value i on, given their four sums so far (ACC: mul_acc for dot,
- * sqdiff_acc for l2): 64 values a step into s0..s3, then 16 into s0, a masked tail into s1, and
+/* The one-row kernels from value i on, given their four sums so far (ACC: mul_acc for dot,
+ * sqdiff_acc for l2; LOAD / LOADT: sixteen row values, and the low ones of a masked tail, as
+ * floats): 64 values a step into s0..s3, then 16 into s0, a masked tail into s1, and
  * (s0 + s1) + (s2 + s3) reduced. From i = 0 with zero sums it is the whole kernel. */
-#define F16_FROM(name, ACC)                                                                        \
-    static inline __attribute__((always_inline)) float name(const uint16_t *row, const float *q,   \
+#define ROW_FROM(name, T, LOAD, LOADT, ACC)                                                        \
+    static inline __attribute__((always_inline)) float name(const T *row, const float *q,          \
                                                             size_t n, size_t i, __m512 s0,         \
                                                             __m512 s1, __m512 s2, __m512 s3)       \
     {                                                                                              \
         for (; i + 64 <= n; i += 64) {                                                             \
-            s0 = ACC(load_f16(row + i), _mm512_loadu_ps(q + i), s0);                               \
-            s1 = ACC(load_f16(row + i + 16), _mm512_loadu_ps(q + i + 16), s1);                     \
-            s2 = ACC(load_f16(row + i + 32), _mm512_loadu_ps(q + i + 32), s2);                     \
-            s3 = ACC(load_f16(row + i + 48), _mm512_loadu_ps(q + i + 48), s3);                     \
+            s0 = ACC(LOAD(row + i), _mm512_loadu_ps(q + i), s0);                                   \
+            s1 = ACC(LOAD(row + i + 16), _mm512_loadu_ps(q + i + 16), s1);                         \
+            s2 = ACC(LOAD(row + i + 32), _mm512_loadu_ps(q + i + 32), s2);                         \
+            s3 = ACC(LOAD(row + i + 48), _mm512_loadu_ps(q + i + 48), s3);                         \
         }                                                                                          \
         for (; i + 16 <= n; i += 16)                                                               \
-            s0 = ACC(load_f16(row + i), _mm512_loadu_ps(q + i), s0);                               \
+            s0 = ACC(LOAD(row + i), _mm512_loadu_ps(q + i), s0);                                   \
         if (i < n) {                                                                               \
             const __mmask16 m = tail_mask(n - i);                                                  \
-            s1 = ACC(load_f16_tail(row + i, m), _mm512_maskz_loadu_ps(m, q + i), s1);              \
+            s1 = ACC(LOADT(row + i, m), _mm512_maskz_loadu_ps(m, q + i), s1);                      \
         }                                                                                          \
         return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));  \
     }
 
-F16_FROM(dot_f16_from, mul_acc)
-F16_FROM(l2sq_f16_from, sqdiff_acc)
+static inline __m512 load_f32(const float *p)
+{
+    return _mm512_loadu_ps(p);
+}
+
+static inline __m512 load_f32_tail(const float *p, __mmask16 m)
+{
+    return _mm512_maskz_loadu_ps(m, p);
+}
+
+ROW_FROM(dot_f16_from, uint16_t, load_f16, load_f16_tail, mul_acc)
+ROW_FROM(l2sq_f16_from, uint16_t, load_f16, load_f16_tail, sqdiff_acc)
+ROW_FROM(dot_f32_from, float, load_f32, load_f32_tail, mul_acc)
+ROW_FROM(l2sq_f32_from, float, load_f32, load_f32_tail, sqdiff_acc)
+
+static inline __attribute__((always_inline)) float dot_f32_avx512(const float *a, const float *b,
+                                                                  size_t n)
+{
+    const __m512 z = _mm512_setzero_ps();
+    return dot_f32_from(a, b, n, 0, z, z, z, z);
+}
+
+static inline __attribute__((always_inline)) float l2sq_f32_avx512(const float *a, const float *b,
+                                                                   size_t n)
+{
+    const __m512 z = _mm512_setzero_ps();
+    return l2sq_f32_from(a, b, n, 0, z, z, z, z);
+}
 
 static inline __attribute__((always_inline)) float dot_f16_avx512(const uint16_t *row,
                                                                   const float *q, size_t n)
@@ -278,49 +263,49 @@ static inline __m512i popcnt64_bw(__m512i x)
 
 /* ---- many rows, one query: the one-row kernels inlined in a loop (bit-identical) ---- */
 
-EMB__ROWS(dot_f32_rows_avx512, dot_f32_avx512, float, 1)
-EMB__ROWS(l2sq_f32_rows_avx512, l2sq_f32_avx512, float, 1)
-/* Many f16 rows of n >= 384 values: the query's first 384 values stay in 24 registers for the
- * whole call instead of being loaded again for every row. Those loads all hit L1, yet on Zen 5
- * they held a 1M x 768 f16 scan from DRAM to ~77% of memchr's read rate; with the registers
- * 87% (and with the query entirely in registers, 96-99%: a standalone harness). The first six
- * 64-value steps are the one-row kernel's, with the same operands in the same order, and
- * F16_FROM goes on from value 384, so the bits are the one-row kernel's. */
-#define F16_QREG_STEPS 6
+/* Many f32 or f16 rows of n >= 384 values: the query's first 384 values stay in 24 registers
+ * for the whole call instead of being loaded again for every row. Those loads all hit L1, yet
+ * on Zen 5 they held a 1M x 768 f16 scan from DRAM to 77-81% of memchr's read rate; with the
+ * registers 102-107% (embd bench --large). f32 rows, which bring as many bytes as the query
+ * loads, scanned alike either way (85-90% and 88% at 1M x 768); they share the code. The first
+ * six 64-value steps are the one-row kernel's, with the same operands in the same order, and
+ * ROW_FROM goes on from value 384, so the bits are the one-row kernel's. */
+#define QREG_STEPS 6
 
-#define F16_ROWS(name, from, ACC)                                                                  \
+#define QREG_ROWS(name, T, from, LOAD, ACC)                                                        \
     static void name(const uint8_t *rows, size_t stride, size_t nrows, const float *q, size_t n,   \
                      float *out)                                                                   \
     {                                                                                              \
         const __m512 z = _mm512_setzero_ps();                                                      \
-        if (n < 64 * F16_QREG_STEPS) {                                                             \
+        if (n < 64 * QREG_STEPS) {                                                                 \
             for (size_t r = 0; r < nrows; r++) {                                                   \
                 emb__prefetch_ahead(rows, stride, nrows, r);                                       \
-                out[r] = from((const uint16_t *)(const void *)(rows + r * stride), q, n, 0, z, z,  \
-                              z, z);                                                               \
+                out[r] = from((const T *)(const void *)(rows + r * stride), q, n, 0, z, z, z, z);  \
             }                                                                                      \
             return;                                                                                \
         }                                                                                          \
-        __m512 qr[4 * F16_QREG_STEPS];                                                             \
-        for (size_t j = 0; j < 4 * F16_QREG_STEPS; j++)                                            \
+        __m512 qr[4 * QREG_STEPS];                                                                 \
+        for (size_t j = 0; j < 4 * QREG_STEPS; j++)                                                \
             qr[j] = _mm512_loadu_ps(q + 16 * j);                                                   \
         for (size_t r = 0; r < nrows; r++) {                                                       \
             emb__prefetch_ahead(rows, stride, nrows, r);                                           \
-            const uint16_t *row = (const uint16_t *)(const void *)(rows + r * stride);             \
+            const T *row = (const T *)(const void *)(rows + r * stride);                           \
             __m512 s0 = z, s1 = z, s2 = z, s3 = z;                                                 \
-            _Pragma("GCC unroll 6") for (size_t j = 0; j < F16_QREG_STEPS; j++)                    \
+            _Pragma("GCC unroll 6") for (size_t j = 0; j < QREG_STEPS; j++)                        \
             {                                                                                      \
-                s0 = ACC(load_f16(row + 64 * j), qr[4 * j], s0);                                   \
-                s1 = ACC(load_f16(row + 64 * j + 16), qr[4 * j + 1], s1);                          \
-                s2 = ACC(load_f16(row + 64 * j + 32), qr[4 * j + 2], s2);                          \
-                s3 = ACC(load_f16(row + 64 * j + 48), qr[4 * j + 3], s3);                          \
+                s0 = ACC(LOAD(row + 64 * j), qr[4 * j], s0);                                       \
+                s1 = ACC(LOAD(row + 64 * j + 16), qr[4 * j + 1], s1);                              \
+                s2 = ACC(LOAD(row + 64 * j + 32), qr[4 * j + 2], s2);                              \
+                s3 = ACC(LOAD(row + 64 * j + 48), qr[4 * j + 3], s3);                              \
             }                                                                                      \
-            out[r] = from(row, q, n, 64 * F16_QREG_STEPS, s0, s1, s2, s3);                         \
+            out[r] = from(row, q, n, 64 * QREG_STEPS, s0, s1, s2, s3);                             \
         }                                                                                          \
     }
 
-F16_ROWS(dot_f16_rows_avx512, dot_f16_from, mul_acc)
-F16_ROWS(l2sq_f16_rows_avx512, l2sq_f16_from, sqdiff_acc)
+QREG_ROWS(dot_f32_rows_avx512, float, dot_f32_from, load_f32, mul_acc)
+QREG_ROWS(l2sq_f32_rows_avx512, float, l2sq_f32_from, load_f32, sqdiff_acc)
+QREG_ROWS(dot_f16_rows_avx512, uint16_t, dot_f16_from, load_f16, mul_acc)
+QREG_ROWS(l2sq_f16_rows_avx512, uint16_t, l2sq_f16_from, load_f16, sqdiff_acc)
 
 /* ---- the scan's filter ---- */
 
