@@ -398,8 +398,9 @@ static inline __attribute__((always_inline)) __m256 q1q1_group8(const uint8_t *r
     __m256 tot = _mm256_setzero_ps();
     for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++) {
         const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
-        const uint64_t m0 = cnt >= 64 ? ~0ull : (1ull << cnt) - 1u;
-        const uint64_t m1 = cnt >= 128 ? ~0ull : cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u;
+        uint64_t m[2];
+        emb__q1_valid(cnt, m);
+        const uint64_t m0 = m[0], m1 = m[1];
         const uint64_t q0 = qbits[2 * b], q1 = qbits[2 * b + 1];
         int pop[8];
         uint16_t dh[8];
@@ -445,7 +446,7 @@ static inline __m256i q1i_bytecount(__m256i x, __m256i q, __m256i m)
 static void q1q1_ilv_groups_avx2(const uint8_t *ilv, size_t g0, size_t ng, const uint64_t *qbits,
                                  const float *qd, size_t n, float *out, float *n2)
 {
-    const size_t nb = (n + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP;
+    const size_t nb = emb_q1_blocks((uint32_t)n);
     const uint8_t *tile0 = ilv + g0 * nb * EMB_Q1I_TILE;
     for (size_t g = 0; g < ng; g++, out += EMB_Q1I_ROWS) {
         __m256 tot[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
@@ -455,11 +456,10 @@ static void q1q1_ilv_groups_avx2(const uint8_t *ilv, size_t g0, size_t ng, const
             const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
             const __m256i q0 = _mm256_set1_epi64x((long long)qbits[2 * b]);
             const __m256i q1 = _mm256_set1_epi64x((long long)qbits[2 * b + 1]);
-            const __m256i m0 =
-                _mm256_set1_epi64x((long long)(cnt >= 64 ? ~0ull : (1ull << cnt) - 1u));
-            const __m256i m1 = _mm256_set1_epi64x((long long)(cnt >= 128 ? ~0ull
-                                                              : cnt > 64 ? (1ull << (cnt - 64)) - 1u
-                                                                         : 0u));
+            uint64_t m[2];
+            emb__q1_valid(cnt, m);
+            const __m256i m0 = _mm256_set1_epi64x((long long)m[0]);
+            const __m256i m1 = _mm256_set1_epi64x((long long)m[1]);
             const __m256 vqd = _mm256_set1_ps(qd[b]);
 #pragma GCC unroll 4
             for (size_t s8 = 0; s8 < 4; s8++) {

@@ -6,6 +6,7 @@
 #ifndef EMB_KERNELS_INTERNAL_H
 #define EMB_KERNELS_INTERNAL_H
 
+#include "emb.h"
 #include "emb_format.h"
 #include "emb_kernels.h"
 
@@ -23,6 +24,14 @@ float emb__q8_block(const float *q, size_t cnt, int8_t *out, int32_t *isum);
 /* Quantises the blocks of q[g0 .. g0 + min(EMB__Q8_GROUP, n - g0)) into qi (128 per block, tails
  * zero), delta and isum; returns the number of blocks. */
 size_t emb__q8_group(const float *q, size_t n, size_t g0, int8_t *qi, float *delta, int32_t *isum);
+
+/* The mask of the valid sign bits of a Q1_0 block holding cnt values (1..128), as its two
+ * 64-bit words: every q1 x q1 kernel counts only these. */
+static inline void emb__q1_valid(size_t cnt, uint64_t m[2])
+{
+    m[0] = cnt >= 64 ? ~0ull : (1ull << cnt) - 1u;
+    m[1] = cnt >= 128 ? ~0ull : cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u;
+}
 
 /* Whether the many-row scans issue their software prefetches (kernels_rows.h): 1, except on AMD
  * CPUs, where emb_kernels_init clears it. Written only there, before any thread starts. */

@@ -308,6 +308,17 @@ static void tile_f32_neon(const float *x, size_t ldx, size_t nr, const float *qt
 
 /* ---- q1 x q1: XOR + popcount, four rows at a time ---- */
 
+/* Four rows' counts of differing bits, from four partial sums per row (bytes 4 l .. 4 l + 3
+ * for row l): two more pairwise adds leave row l's count in byte l (at most 128), widened to
+ * lane l; then v = cnt - 2 pop, exact in float. */
+INLINE float32x4_t q1q1_v4(uint8x16_t s, size_t cnt)
+{
+    s = vpaddq_u8(s, s);
+    s = vpaddq_u8(s, s);
+    const int32x4_t pop = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vget_low_u8(s)))));
+    return vcvtq_f32_s32(vsubq_s32(vdupq_n_s32((int32_t)cnt), vaddq_s32(pop, pop)));
+}
+
 /* Rows l < 4 at rows + min(l, live - 1) * stride, block by block: each row's 16 bytes of signs
  * XOR the query's, masked to the valid bits, counted per byte (vcntq_u8) and summed by pairwise
  * adds, the four rows' counts landing in the four lanes (no sum exceeds 128, so bytes hold
@@ -319,9 +330,10 @@ INLINE float32x4_t q1q1_group4(const uint8_t *rows, size_t stride, size_t live,
     float32x4_t tot = vdupq_n_f32(0.0f);
     for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++) {
         const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
-        const uint64_t m0 = cnt >= 64 ? ~0ull : (1ull << cnt) - 1u;
-        const uint64_t m1 = cnt >= 128 ? ~0ull : cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u;
-        const uint8x16_t vm = vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(m0), vcreate_u64(m1)));
+        uint64_t m[2];
+        emb__q1_valid(cnt, m);
+        const uint8x16_t vm =
+            vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(m[0]), vcreate_u64(m[1])));
         const uint8x16_t qb = vreinterpretq_u8_u64(
             vcombine_u64(vcreate_u64(qbits[2 * b]), vcreate_u64(qbits[2 * b + 1])));
         uint8x16_t c[4];
@@ -331,14 +343,8 @@ INLINE float32x4_t q1q1_group4(const uint8_t *rows, size_t stride, size_t live,
             memcpy(&dh[l], p, sizeof dh[l]);
             c[l] = vcntq_u8(vandq_u8(veorq_u8(vld1q_u8(p + 2), qb), vm));
         }
-        /* 16 -> 8 -> 4 -> 2 -> 1 partial sums per row: row l's count ends in byte l. */
-        uint8x16_t s = vpaddq_u8(vpaddq_u8(c[0], c[1]), vpaddq_u8(c[2], c[3]));
-        s = vpaddq_u8(s, s);
-        s = vpaddq_u8(s, s);
-        const int32x4_t pop =
-            vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vget_low_u8(s)))));
-        const float32x4_t v =
-            vcvtq_f32_s32(vsubq_s32(vdupq_n_s32((int32_t)cnt), vaddq_s32(pop, pop)));
+        /* 16 -> 8 -> 4 partial sums per row, then q1q1_v4. */
+        const float32x4_t v = q1q1_v4(vpaddq_u8(vpaddq_u8(c[0], c[1]), vpaddq_u8(c[2], c[3])), cnt);
         const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh)));
         tot = vfmaq_f32(tot, vmulq_n_f32(d, qd[b]), v);
     }
@@ -352,7 +358,7 @@ INLINE float32x4_t q1q1_group4(const uint8_t *rows, size_t stride, size_t live,
 static void q1q1_ilv_groups_neon(const uint8_t *ilv, size_t g0, size_t ng, const uint64_t *qbits,
                                  const float *qd, size_t n, float *out, float *n2)
 {
-    const size_t nb = (n + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP;
+    const size_t nb = emb_q1_blocks((uint32_t)n);
     for (size_t g = 0; g < ng; g++, out += EMB_Q1I_ROWS) {
         float32x4_t tot[8];
         for (size_t s4 = 0; s4 < 8; s4++)
@@ -360,12 +366,12 @@ static void q1q1_ilv_groups_neon(const uint8_t *ilv, size_t g0, size_t ng, const
         const uint8_t *t = ilv + (g0 + g) * nb * EMB_Q1I_TILE;
         for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++, t += EMB_Q1I_TILE) {
             const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
-            const uint64_t m0 = cnt >= 64 ? ~0ull : (1ull << cnt) - 1u;
-            const uint64_t m1 = cnt >= 128 ? ~0ull : cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u;
+            uint64_t m[2];
+            emb__q1_valid(cnt, m);
             const uint8x16_t q0 = vreinterpretq_u8_u64(vdupq_n_u64(qbits[2 * b]));
             const uint8x16_t q1 = vreinterpretq_u8_u64(vdupq_n_u64(qbits[2 * b + 1]));
-            const uint8x16_t vm0 = vreinterpretq_u8_u64(vdupq_n_u64(m0));
-            const uint8x16_t vm1 = vreinterpretq_u8_u64(vdupq_n_u64(m1));
+            const uint8x16_t vm0 = vreinterpretq_u8_u64(vdupq_n_u64(m[0]));
+            const uint8x16_t vm1 = vreinterpretq_u8_u64(vdupq_n_u64(m[1]));
             for (size_t s4 = 0; s4 < 8; s4++) {
                 uint8x16_t c[2];
                 for (size_t h = 0; h < 2; h++) {
@@ -373,13 +379,8 @@ static void q1q1_ilv_groups_neon(const uint8_t *ilv, size_t g0, size_t ng, const
                     c[h] = vaddq_u8(vcntq_u8(vandq_u8(veorq_u8(vld1q_u8(lo), q0), vm0)),
                                     vcntq_u8(vandq_u8(veorq_u8(vld1q_u8(lo + 256), q1), vm1)));
                 }
-                uint8x16_t sum = vpaddq_u8(c[0], c[1]);
-                sum = vpaddq_u8(sum, sum);
-                sum = vpaddq_u8(sum, sum);
-                const int32x4_t pop =
-                    vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vget_low_u8(sum)))));
-                const float32x4_t v =
-                    vcvtq_f32_s32(vsubq_s32(vdupq_n_s32((int32_t)cnt), vaddq_s32(pop, pop)));
+                /* 8 -> 4 partial sums per row, then q1q1_v4. */
+                const float32x4_t v = q1q1_v4(vpaddq_u8(c[0], c[1]), cnt);
                 uint16_t dh[4];
                 memcpy(dh, t + 512 + 8 * s4, sizeof dh);
                 const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh)));

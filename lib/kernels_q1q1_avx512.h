@@ -116,8 +116,9 @@ static inline __attribute__((always_inline)) __m512 q1q1_groupn(const uint8_t *b
     _Alignas(64) int32_t pop[16];
     for (size_t j0 = 0, b = 0; j0 < n; j0 += EMB_Q1_GROUP, b++, base += EMB_Q1_BLOCK) {
         const size_t cnt = n - j0 < EMB_Q1_GROUP ? n - j0 : EMB_Q1_GROUP;
-        const uint64_t m0 = cnt >= 64 ? ~0ull : (1ull << cnt) - 1u;
-        const uint64_t m1 = cnt >= 128 ? ~0ull : cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u;
+        uint64_t m[2];
+        emb__q1_valid(cnt, m);
+        const uint64_t m0 = m[0], m1 = m[1];
         const uint64_t q0 = qbits[2 * b], q1 = qbits[2 * b + 1];
 #pragma GCC unroll 16
         for (size_t l = 0; l < 16; l++) {
@@ -149,9 +150,9 @@ static void Q1Q1_NAME(const uint8_t *rows, size_t stride, size_t nrows, const ui
         const __m512i pidx =
             _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 16, 20, 24, 28, 18, 22, 26, 30);
         const __m512i qb = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)qbits));
-        const uint64_t m0 = n >= 64 ? ~0ull : (1ull << n) - 1u;
-        const uint64_t m1 = n >= 128 ? ~0ull : n > 64 ? (1ull << (n - 64)) - 1u : 0u;
-        const __m512i vm = _mm512_broadcast_i32x4(_mm_set_epi64x((long long)m1, (long long)m0));
+        uint64_t m[2];
+        emb__q1_valid(n, m);
+        const __m512i vm = _mm512_broadcast_i32x4(_mm_set_epi64x((long long)m[1], (long long)m[0]));
         const __m512 vcnt = _mm512_set1_ps((float)n);
         const __m512 vqd = _mm512_set1_ps(qd[0]);
         const int partial = n < EMB_Q1_GROUP;
@@ -194,7 +195,7 @@ static void Q1Q1_NAME(const uint8_t *rows, size_t stride, size_t nrows, const ui
 static void Q1Q1I_GROUPS(const uint8_t *ilv, size_t g0, size_t ng, const uint64_t *qbits,
                          const float *qd, size_t n, float *out, float *n2)
 {
-    const size_t nb = (n + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP;
+    const size_t nb = emb_q1_blocks((uint32_t)n);
     const __m512i even =
         _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const uint8_t *t = ilv + g0 * nb * EMB_Q1I_TILE;
@@ -212,10 +213,10 @@ static void Q1Q1I_GROUPS(const uint8_t *ilv, size_t g0, size_t ng, const uint64_
                         Q1Q1_POPCNT(_mm512_xor_si512(_mm512_loadu_si512(t + 64 * k), q0)),
                         Q1Q1_POPCNT(_mm512_xor_si512(_mm512_loadu_si512(t + 256 + 64 * k), q1)));
             } else {
-                const __m512i m0 =
-                    _mm512_set1_epi64((long long)(cnt >= 64 ? ~0ull : (1ull << cnt) - 1u));
-                const __m512i m1 =
-                    _mm512_set1_epi64((long long)(cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u));
+                uint64_t m[2];
+                emb__q1_valid(cnt, m);
+                const __m512i m0 = _mm512_set1_epi64((long long)m[0]);
+                const __m512i m1 = _mm512_set1_epi64((long long)m[1]);
                 /* (w ^ q) & m in one vpternlogq. */
                 for (int k = 0; k < 4; k++)
                     c[k] =

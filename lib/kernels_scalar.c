@@ -352,13 +352,6 @@ float emb_dot_q1q8_scalar(const uint8_t *blocks, const float *q, size_t n)
 
 /* ---- q1 rows against the query in 1-bit form (q1 x q1) ---- */
 
-/* The mask of the valid bits of a block holding cnt values (1..128), as two words. */
-static void q1q1_valid(size_t cnt, uint64_t m[2])
-{
-    m[0] = cnt >= 64 ? ~0ull : (1ull << cnt) - 1u;
-    m[1] = cnt >= 128 ? ~0ull : cnt > 64 ? (1ull << (cnt - 64)) - 1u : 0u;
-}
-
 /* Bytes [8 h, 8 h + 8) of a block's signs as a little-endian word, assembled byte by byte so
  * that it means the same on any host and at any alignment. */
 static uint64_t q1q1_word(const uint8_t *qs, size_t h)
@@ -377,7 +370,7 @@ static float q1q1_block(uint64_t lo, uint64_t hi, uint16_t d16, const uint64_t *
                         size_t cnt, float tot)
 {
     uint64_t m[2];
-    q1q1_valid(cnt, m);
+    emb__q1_valid(cnt, m);
     const int diff =
         __builtin_popcountll((lo ^ qb[0]) & m[0]) + __builtin_popcountll((hi ^ qb[1]) & m[1]);
     return fmaf(emb_f16_to_f32(d16) * qd, (float)((int)cnt - 2 * diff), tot);
@@ -413,7 +406,7 @@ float emb_dot_q1q1_scalar(const uint8_t *blocks, const uint64_t *qbits, const fl
 void emb_dot_q1q1_ilv_scalar(const uint8_t *ilv, size_t r0, size_t nrows, const uint64_t *qbits,
                              const float *qd, size_t n, float *out, float *n2)
 {
-    const size_t nb = (n + EMB_Q1_GROUP - 1) / EMB_Q1_GROUP;
+    const size_t nb = emb_q1_blocks((uint32_t)n);
     for (size_t i = 0; i < nrows; i++) {
         const size_t r = r0 + i, l = r % EMB_Q1I_ROWS;
         const uint8_t *tile = ilv + r / EMB_Q1I_ROWS * nb * EMB_Q1I_TILE;
